@@ -1,0 +1,81 @@
+/**
+ * Batches delivered-cursor writes of one shard: dacks of every user actor on the shard are merged
+ * (highest seq per device and conversation) and written with one `advanceDelivered` every
+ * `cursorFlushMs`. The store's cursors are monotonic, so merging and re-sending are always safe.
+ *
+ * A failed write is merged back and retried on the next tick: a cursor that lags only makes a
+ * device sync a little more than needed, never less. Bounded: past `maxKeys` distinct cursors a
+ * flush starts at once; while a flush is in flight new updates keep merging in memory.
+ */
+import type { Store } from '../store/store.js';
+import type { CursorUpdate } from '../store/types.js';
+import type { Clock, TimerHandle } from './clock.js';
+import type { ActorLog } from './log.js';
+import { deliveryMetrics } from './metrics.js';
+
+export interface CursorBatcherOptions {
+  store: Store;
+  clock: Clock;
+  log: ActorLog;
+  flushMs: number;
+  maxKeys?: number;
+}
+
+export class CursorBatcher {
+  private batch = new Map<string, CursorUpdate>();
+  private timer: TimerHandle | null = null;
+  private flushing: Promise<void> | null = null;
+  private readonly maxKeys: number;
+
+  constructor(private readonly opts: CursorBatcherOptions) {
+    this.maxKeys = opts.maxKeys ?? 10_000;
+  }
+
+  get size(): number {
+    return this.batch.size;
+  }
+
+  add(u: CursorUpdate): void {
+    if (u.seq <= 0) return;
+    const key = `${u.userId}\u0000${u.deviceId}\u0000${u.conversationId}`;
+    const known = this.batch.get(key);
+    if (known === undefined || known.seq < u.seq) this.batch.set(key, u);
+    if (this.batch.size >= this.maxKeys) void this.flush();
+    else this.schedule();
+  }
+
+  /** Writes everything batched so far (and waits for a flush already in flight). */
+  async flush(): Promise<void> {
+    while (this.flushing !== null) await this.flushing;
+    if (this.timer !== null) this.opts.clock.clearTimer(this.timer);
+    this.timer = null;
+    if (this.batch.size === 0) return;
+    const updates = [...this.batch.values()];
+    this.batch = new Map();
+    this.flushing = this.write(updates);
+    try {
+      await this.flushing;
+    } finally {
+      this.flushing = null;
+    }
+  }
+
+  private async write(updates: CursorUpdate[]): Promise<void> {
+    try {
+      await this.opts.store.advanceDelivered(updates);
+      deliveryMetrics.cursorFlushes.inc({ result: 'ok' });
+    } catch (err) {
+      deliveryMetrics.cursorFlushes.inc({ result: 'error' });
+      this.opts.log.warn({ err, updates: updates.length }, 'delivered-cursor flush failed; retrying');
+      for (const u of updates) this.add(u);
+    }
+  }
+
+  private schedule(): void {
+    if (this.timer !== null) return;
+    this.timer = this.opts.clock.setTimer(this.opts.flushMs, () => {
+      this.timer = null;
+      void this.flush();
+    });
+  }
+}

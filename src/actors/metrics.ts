@@ -1,0 +1,144 @@
+/**
+ * Metrics of the actor layer. Labels come from closed sets only (actor kind, result codes), never a
+ * user, device or conversation id.
+ */
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { registry } from '../metrics/registry.js';
+
+const registers = [registry];
+const fastBuckets = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+export const actorMetrics = {
+  mailboxDepth: new Gauge({
+    name: 'ticks_actor_mailbox_depth',
+    help: 'Messages waiting in actor mailboxes, summed over the actors of a kind.',
+    labelNames: ['kind'] as const,
+    registers,
+  }),
+  mailboxWait: new Histogram({
+    name: 'ticks_actor_mailbox_wait_seconds',
+    help: 'Time a message waited in an actor mailbox before it was processed.',
+    labelNames: ['kind'] as const,
+    buckets: fastBuckets,
+    registers,
+  }),
+  messages: new Counter({
+    name: 'ticks_actor_messages_total',
+    help: 'Messages processed by actors.',
+    labelNames: ['kind'] as const,
+    registers,
+  }),
+  active: new Gauge({
+    name: 'ticks_actor_active',
+    help: 'Actors currently activated on this shard.',
+    labelNames: ['kind'] as const,
+    registers,
+  }),
+  activations: new Counter({
+    name: 'ticks_actor_activations_total',
+    help: 'Actor activations (state loaded).',
+    labelNames: ['kind'] as const,
+    registers,
+  }),
+  passivations: new Counter({
+    name: 'ticks_actor_passivations_total',
+    help: 'Actor deactivations (idle passivation, fencing loss, drain).',
+    labelNames: ['kind'] as const,
+    registers,
+  }),
+  rejected: new Counter({
+    name: 'ticks_actor_rejected_total',
+    help: 'Messages an actor could not take: mailbox_full, activation_failed or shutting_down.',
+    labelNames: ['kind', 'reason'] as const,
+    registers,
+  }),
+  handlerErrors: new Counter({
+    name: 'ticks_actor_handler_errors_total',
+    help: 'Unexpected exceptions thrown by actor message handlers (bugs; each is logged).',
+    labelNames: ['kind'] as const,
+    registers,
+  }),
+  linkFrames: new Counter({
+    name: 'ticks_actor_link_frames_total',
+    help: 'Thread frames between shard threads, by frame type and direction (in, out, invalid).',
+    labelNames: ['type', 'direction'] as const,
+    registers,
+  }),
+};
+
+export const convMetrics = {
+  sent: new Counter({
+    name: 'ticks_messages_sent_total',
+    help: 'Client sends by outcome (ok, duplicate, or the error code returned).',
+    labelNames: ['result'] as const,
+    registers,
+  }),
+  commitBatch: new Histogram({
+    name: 'ticks_conv_commit_batch_size',
+    help: 'Messages per group commit.',
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000],
+    registers,
+  }),
+  commitDuration: new Histogram({
+    name: 'ticks_conv_commit_duration_seconds',
+    help: 'Duration of group commits, by result (ok or the store error code).',
+    labelNames: ['result'] as const,
+    buckets: fastBuckets,
+    registers,
+  }),
+};
+
+export const deliveryMetrics = {
+  pushed: new Counter({
+    name: 'ticks_delivery_pushed_total',
+    help: 'Message frames pushed to devices (first attempts and retries).',
+    registers,
+  }),
+  acked: new Counter({
+    name: 'ticks_delivery_acked_total',
+    help: 'Pending deliveries cleared by a device acknowledgement.',
+    registers,
+  }),
+  retries: new Counter({
+    name: 'ticks_delivery_retries_total',
+    help: 'Deliveries pushed again because the device had not acknowledged them in time.',
+    registers,
+  }),
+  gaveUp: new Counter({
+    name: 'ticks_delivery_disconnects_total',
+    help: 'Devices disconnected (4001) to resync, by reason (max_retries, too_many_pending, overloaded).',
+    labelNames: ['reason'] as const,
+    registers,
+  }),
+  latency: new Histogram({
+    name: 'ticks_delivery_latency_seconds',
+    help: 'Time from the first push of a message to a device until the device acknowledged it.',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers,
+  }),
+  pending: new Gauge({
+    name: 'ticks_delivery_pending',
+    help: 'Deliveries pushed and not yet acknowledged on this shard.',
+    registers,
+  }),
+  cursorFlushes: new Counter({
+    name: 'ticks_delivery_cursor_flushes_total',
+    help: 'Batched delivered-cursor writes, by result (ok, error).',
+    labelNames: ['result'] as const,
+    registers,
+  }),
+};
+
+export const syncMetrics = {
+  requests: new Counter({
+    name: 'ticks_sync_requests_total',
+    help: 'Sync and history requests by type and result (ok or the error code).',
+    labelNames: ['type', 'result'] as const,
+    registers,
+  }),
+  messages: new Counter({
+    name: 'ticks_sync_messages_total',
+    help: 'Messages sent to devices in sync.batch frames.',
+    registers,
+  }),
+};

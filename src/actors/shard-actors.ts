@@ -1,0 +1,258 @@
+/**
+ * The actor layer of one shard thread: host, router, conversation and user actors, cursor batching,
+ * and the SessionHandler the gateway calls. The shard composition (src/shard.ts) creates one per
+ * shard thread and wires `onLinkMessage` to the thread's incoming link; tests wire several in one
+ * process with a MemoryShardNetwork.
+ *
+ * Frame dispatch: send -> the conversation actor (answers `sent` or `error` to the session);
+ * dack -> the session user's actor (then the conversation actor); read -> the conversation actor;
+ * sync and history -> reads on this shard (sync.ts); ping -> pong. Shape validation is the codec's
+ * job; what needs state (membership, the head) is checked by the actors. Every failure answers with
+ * an `error` frame (with the request id when the frame had one).
+ *
+ * Ordering: `opened` tells the user actor `attach`; a `sync` waits until the user actor confirmed
+ * (`attached`), so the device is registered for live delivery before the round reads the heads.
+ */
+import type { ActorsConfig } from '../config/schema.js';
+import type { ClientFrame, ServerFrame, SyncFrame } from '../protocol/client-frames.js';
+import { CLOSE, CLOSE_REASONS } from '../protocol/codes.js';
+import { directConversationId } from '../protocol/ids.js';
+import type { Store } from '../store/store.js';
+import { errorFor, rejectCode } from './answers.js';
+import { systemClock, type Clock } from './clock.js';
+import { ConversationActor } from './conversation-actor.js';
+import { CursorBatcher } from './cursor-batcher.js';
+import { ClockEpochSource, type EpochSource } from './epochs.js';
+import { ActorHost, type ActorKindSpec } from './host.js';
+import { silentLog, type ActorLog } from './log.js';
+import type { ActorMessages, ConvMsg, UserMsg } from './messages.js';
+import { convMetrics } from './metrics.js';
+import { Router } from './router.js';
+import type { ConnectionSink, SessionHandler, SessionRef } from './session.js';
+import type { ShardLink } from './shard-link.js';
+import { runHistory, runSync } from './sync.js';
+import { sameSession, UserActor } from './user-actor.js';
+
+export interface ShardActorsOptions {
+  shard: number;
+  shardCount: number;
+  nodeId: string;
+  store: Store;
+  config: ActorsConfig;
+  sink: ConnectionSink<ServerFrame>;
+  link: ShardLink;
+  clock?: Clock;
+  epochs?: EpochSource;
+  log?: ActorLog;
+  /** Unacknowledged deliveries per device before it is disconnected to resync (default 1024). */
+  maxPendingPerDevice?: number;
+}
+
+export interface ShardActorStats {
+  shard: number;
+  draining: boolean;
+  sessions: number;
+  actors: { conv: number; user: number };
+  mailboxDepth: number;
+  cursorWritesQueued: number;
+}
+
+export interface ShardActors {
+  handler: SessionHandler<ClientFrame>;
+  /** Bytes that arrived on this shard's link from another shard. */
+  onLinkMessage(bytes: Uint8Array): void;
+  /** Same as handler.drain(): refuse new sends, finish commits, flush cursors, end every actor. */
+  drain(): Promise<void>;
+  stats(): ShardActorStats;
+}
+
+interface LocalSession {
+  ref: SessionRef;
+  attached: boolean;
+  syncing: boolean;
+  waitingSync: SyncFrame | null;
+}
+
+export function createShardActors(o: ShardActorsOptions): ShardActors {
+  const clock = o.clock ?? systemClock;
+  const log = o.log ?? silentLog;
+  const epochs = o.epochs ?? new ClockEpochSource(() => clock.now());
+  const cfg = o.config;
+  const { store } = o;
+  const router = new Router({ shard: o.shard, shardCount: o.shardCount, nodeId: o.nodeId, link: o.link, sink: o.sink, log });
+  const host = new ActorHost<ActorMessages>({
+    mailboxCapacity: cfg.mailboxCapacity,
+    turnBudget: cfg.turnBudget,
+    idlePassivateMs: cfg.idlePassivateMs,
+    clock,
+    log,
+  });
+  const cursors = new CursorBatcher({ store, clock, log, flushMs: cfg.cursorFlushMs });
+  const syncDeps = { store, router, log, syncPageSize: cfg.syncPageSize };
+  const sessions = new Map<number, LocalSession>();
+  let draining: Promise<void> | null = null;
+
+  const convSpec: ActorKindSpec<ConvMsg> = {
+    create: (ctx) => new ConversationActor(ctx, { store, router, cursors, epochs, clock, log, maxCommitBatch: cfg.maxCommitBatch }),
+    lane: (m) => (m.t === 'committed' || m.t === 'commit_failed' ? 'system' : 'user'),
+    reject: (_key, m, reason, cause) => {
+      const code = rejectCode(reason, cause);
+      switch (m.t) {
+        case 'send':
+          convMetrics.sent.inc({ result: code });
+          router.push(m.session, errorFor(code, m.id));
+          return;
+        case 'read':
+        case 'delivered':
+          router.push(m.session, errorFor(code));
+          return;
+        case 'committed':
+        case 'commit_failed':
+          log.error({ reason }, 'a commit result was rejected by its own actor');
+          return;
+      }
+    },
+  };
+
+  const userSpec: ActorKindSpec<UserMsg> = {
+    create: (ctx) =>
+      new UserActor(ctx, {
+        router,
+        clock,
+        log,
+        deliveryRetryMs: cfg.deliveryRetryMs,
+        deliveryMaxRetries: cfg.deliveryMaxRetries,
+        maxPendingPerDevice: o.maxPendingPerDevice ?? 1024,
+      }),
+    lane: (m) => (m.t === 'attach' || m.t === 'detach' || m.t === 'retry' || m.t === 'overflow' ? 'system' : 'user'),
+    reject: (key, m, reason, cause) => {
+      switch (m.t) {
+        case 'deliver':
+          // Live delivery to this user can no longer be trusted: disconnect its devices so they
+          // resync. When shutting down they are being closed anyway.
+          if (reason === 'mailbox_full') host.tell('user', key, { t: 'overflow' });
+          return;
+        case 'dack':
+          router.push(m.session, errorFor(rejectCode(reason, cause)));
+          return;
+        case 'attach':
+          router.close(m.session, CLOSE.draining, CLOSE_REASONS[CLOSE.draining]);
+          return;
+        case 'receipt': // soft state: the next sync carries it (counted in ticks_actor_rejected_total)
+        case 'detach':
+        case 'retry':
+        case 'overflow':
+          return;
+      }
+    },
+  };
+
+  host.define('conv', convSpec);
+  host.define('user', userSpec);
+  router.bind(host, (conn) => {
+    const local = sessions.get(conn.connId);
+    if (local === undefined || !sameSession(local.ref, conn)) return;
+    local.attached = true;
+    if (local.waitingSync !== null) {
+      const f = local.waitingSync;
+      local.waitingSync = null;
+      startSync(local, f);
+    }
+  });
+
+  function startSync(local: LocalSession, f: SyncFrame): void {
+    local.syncing = true;
+    void runSync(syncDeps, local.ref, f).finally(() => {
+      local.syncing = false;
+    });
+  }
+
+  function onFrame(s: SessionRef, f: ClientFrame): void {
+    switch (f.t) {
+      case 'send': {
+        if (draining !== null) {
+          convMetrics.sent.inc({ result: 'shutting_down' });
+          router.push(s, errorFor('shutting_down', f.id));
+          return;
+        }
+        const conv = f.to !== undefined ? directConversationId(s.user, f.to) : f.conv;
+        router.tell('conv', conv, { t: 'send', session: s, id: f.id, cmid: f.cmid, body: f.body });
+        return;
+      }
+      case 'dack':
+        router.tell('user', s.user, { t: 'dack', session: s, conv: f.conv, seq: f.seq });
+        return;
+      case 'read':
+        router.tell('conv', f.conv, { t: 'read', session: s, seq: f.seq });
+        return;
+      case 'sync': {
+        const local = sessions.get(s.connId);
+        if (local === undefined) {
+          router.push(s, errorFor('internal', f.id, 'session is not open'));
+          return;
+        }
+        if (local.syncing || local.waitingSync !== null) {
+          router.push(s, errorFor('too_many_inflight', f.id, 'a sync is already running'));
+          return;
+        }
+        if (local.attached) startSync(local, f);
+        else local.waitingSync = f;
+        return;
+      }
+      case 'history':
+        void runHistory(syncDeps, s, f);
+        return;
+      case 'ping':
+        router.push(s, { t: 'pong', id: f.id });
+        return;
+      default: {
+        const never: never = f;
+        throw new Error(`unhandled client frame ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  async function drain(): Promise<void> {
+    draining ??= (async () => {
+      await host.drain();
+      await cursors.flush();
+    })();
+    return draining;
+  }
+
+  const handler: SessionHandler<ClientFrame> = {
+    opened(s) {
+      sessions.set(s.connId, { ref: s, attached: false, syncing: false, waitingSync: null });
+      router.tell('user', s.user, { t: 'attach', session: s });
+    },
+    frame(s, f) {
+      try {
+        onFrame(s, f);
+      } catch (err) {
+        log.error({ err, t: f.t }, 'client frame handling failed');
+        if ('id' in f) router.push(s, errorFor('internal', f.id));
+        else router.push(s, errorFor('internal'));
+      }
+    },
+    closed(s) {
+      const local = sessions.get(s.connId);
+      if (local !== undefined && sameSession(local.ref, s)) sessions.delete(s.connId);
+      router.tell('user', s.user, { t: 'detach', session: s });
+    },
+    drain,
+  };
+
+  return {
+    handler,
+    onLinkMessage: (bytes) => router.receive(bytes),
+    drain,
+    stats: () => ({
+      shard: o.shard,
+      draining: draining !== null,
+      sessions: sessions.size,
+      actors: { conv: host.count('conv'), user: host.count('user') },
+      mailboxDepth: host.mailboxDepth(),
+      cursorWritesQueued: cursors.size,
+    }),
+  };
+}

@@ -1,0 +1,150 @@
+/**
+ * Catch-up (`sync`) and history paging (`history`). Both are stateless reads, so they run on the
+ * shard that owns the socket, straight against the store: no actor mailbox sits between a
+ * reconnect storm and the store, and the conversation actors keep their turns for sends. The order
+ * that matters is kept by the session handler: a sync starts only after the user actor confirmed
+ * the session (`attached`), so every message committed after the round read its heads is also
+ * delivered live (see shard-actors.ts).
+ *
+ * Sync round: cursors are the frame's, else the device's stored delivered cursors; for every
+ * conversation of the user with head > cursor, forward pages (`syncPageSize`, at most `limit` per
+ * conversation) go out as `sync.batch` (with `expired`/`retainedFrom` when retention removed part
+ * of the range: an explicit gap, never a silent one), then one `synced` with the heads the round
+ * started from, the user's read cursors, the peer receipts of direct conversations in the round,
+ * and `more` when a conversation had more than `limit`.
+ */
+import {
+  DEFAULT_SYNC_LIMIT,
+  type HistoryFrame,
+  type MessageEntry,
+  type PeerReceipts,
+  type SyncBatchFrame,
+  type SyncFrame,
+} from '../protocol/client-frames.js';
+import { parseDirectConversationId } from '../protocol/ids.js';
+import type { Store } from '../store/store.js';
+import type { StoredMessage } from '../store/types.js';
+import { errorCodeOf, errorFor } from './answers.js';
+import type { ActorLog } from './log.js';
+import { syncMetrics } from './metrics.js';
+import type { Router } from './router.js';
+import type { SessionRef } from './session.js';
+
+export interface SyncDeps {
+  store: Store;
+  router: Router;
+  log: ActorLog;
+  syncPageSize: number;
+}
+
+export function toEntry(m: StoredMessage, viewer: string): MessageEntry {
+  const e: MessageEntry = { seq: m.seq, mid: m.messageId, from: m.senderUser, fdev: m.senderDevice, body: m.body, ts: m.sentAtMs };
+  if (m.senderUser === viewer) e.cmid = m.clientMsgId;
+  return e;
+}
+
+/** Runs one sync round for a session. Never rejects: failures become an error frame. */
+export async function runSync(deps: SyncDeps, session: SessionRef, frame: SyncFrame): Promise<void> {
+  try {
+    const result = await syncRound(deps, session, frame);
+    syncMetrics.requests.inc({ type: 'sync', result });
+  } catch (err) {
+    const code = errorCodeOf(err);
+    deps.log.warn({ err }, 'sync failed');
+    syncMetrics.requests.inc({ type: 'sync', result: code });
+    deps.router.push(session, errorFor(code, frame.id));
+  }
+}
+
+async function syncRound(deps: SyncDeps, session: SessionRef, frame: SyncFrame): Promise<'ok' | 'closed'> {
+  const { store, router } = deps;
+  const { user, device } = session;
+  const limit = frame.limit ?? DEFAULT_SYNC_LIMIT;
+  const [stored, convs, reads] = await Promise.all([store.getDelivered(user, device), store.listUserConversations(user), store.getRead(user)]);
+  const cursors = new Map<string, number>(stored.map((c) => [c.conversationId, c.seq]));
+  for (const [conv, seq] of Object.entries(frame.cursors ?? {})) cursors.set(conv, seq);
+
+  const heads: Record<string, number> = {};
+  const peers: Record<string, PeerReceipts> = {};
+  let more = false;
+  for (const uc of convs) {
+    const conv = uc.conversationId;
+    heads[conv] = uc.head;
+    let after = cursors.get(conv) ?? 0;
+    if (uc.head <= after) continue;
+    let budget = limit;
+    let first = true;
+    while (budget > 0) {
+      const page = await store.readForward(conv, after, Math.min(deps.syncPageSize, budget));
+      if (page.messages.length === 0 && !page.expired) break;
+      const batch: SyncBatchFrame = { t: 'sync.batch', id: frame.id, conv, kind: uc.kind, msgs: page.messages.map((m) => toEntry(m, user)), head: uc.head };
+      if (first && page.expired) {
+        batch.expired = true;
+        batch.retainedFrom = page.retainedFrom;
+      }
+      first = false;
+      if (!pushed(router.push(session, batch))) return 'closed';
+      syncMetrics.messages.inc(batch.msgs.length);
+      budget -= page.messages.length;
+      after = page.messages.at(-1)?.seq ?? page.next ?? after;
+      if (page.next === null || after >= uc.head) break;
+    }
+    if (after < uc.head) more = true;
+    if (uc.kind === 'direct') {
+      const p = await peerReceipts(store, conv, user);
+      if (p !== null) peers[conv] = p;
+    }
+  }
+  const readMap: Record<string, number> = {};
+  for (const r of reads) readMap[r.conversationId] = r.seq;
+  const synced = { t: 'synced' as const, id: frame.id, heads, reads: readMap, more, peers };
+  return pushed(router.push(session, synced)) ? 'ok' : 'closed';
+}
+
+/**
+ * What the other user of a direct conversation has received (highest delivered cursor over their
+ * registered devices) and read: the receipts a sender that was offline missed. Computed for the
+ * conversations a round carries messages for, where the sender's own unacknowledged sends sit.
+ */
+async function peerReceipts(store: Store, conv: string, user: string): Promise<PeerReceipts | null> {
+  const pair = parseDirectConversationId(conv);
+  if (pair === null || pair[0] === pair[1]) return null;
+  const other = pair[0] === user ? pair[1] : pair[0];
+  const [reads, devices] = await Promise.all([store.getRead(other), store.listDevices(other)]);
+  const delivered = await Promise.all(devices.map((d) => store.getDelivered(other, d.deviceId)));
+  let maxDelivered = 0;
+  for (const list of delivered) for (const c of list) if (c.conversationId === conv) maxDelivered = Math.max(maxDelivered, c.seq);
+  const read = reads.find((r) => r.conversationId === conv)?.seq ?? 0;
+  return { user: other, delivered: Math.max(maxDelivered, read), read };
+}
+
+/** Answers a history request: only members may read, newest first from `before`. */
+export async function runHistory(deps: SyncDeps, session: SessionRef, frame: HistoryFrame): Promise<void> {
+  const { store, router } = deps;
+  try {
+    if ((await store.getMember(frame.conv, session.user)) === null) {
+      syncMetrics.requests.inc({ type: 'history', result: 'not_member' });
+      router.push(session, errorFor('not_member', frame.id));
+      return;
+    }
+    const page = await store.readBackward(frame.conv, frame.before ?? Number.MAX_SAFE_INTEGER, frame.limit);
+    syncMetrics.requests.inc({ type: 'history', result: 'ok' });
+    router.push(session, {
+      t: 'history.page',
+      id: frame.id,
+      conv: frame.conv,
+      msgs: page.messages.map((m) => toEntry(m, session.user)),
+      next: page.next,
+      expired: page.expired,
+    });
+  } catch (err) {
+    const code = errorCodeOf(err);
+    deps.log.warn({ err }, 'history failed');
+    syncMetrics.requests.inc({ type: 'history', result: code });
+    router.push(session, errorFor(code, frame.id));
+  }
+}
+
+function pushed(r: string): boolean {
+  return r !== 'closed' && r !== 'overflow';
+}

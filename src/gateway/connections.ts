@@ -1,0 +1,134 @@
+import type { ConnectionSink, PushResult, SessionRef } from '../actors/session.js';
+import { errorFrame, type ServerFrame } from '../protocol/client-frames.js';
+import { encodeServerFrame } from '../protocol/codec.js';
+import { CLOSE, CLOSE_REASONS, type CloseCode, type ErrorCode } from '../protocol/codes.js';
+import type { FrameRateLimiter, WindowCounter } from './limits.js';
+import { gatewayMetrics } from './metrics.js';
+
+/**
+ * The sockets of one shard and the gateway's side of the actor boundary (ConnectionSink).
+ *
+ * Backpressure: uWS buffers what the kernel does not take. `send` returns 1 (written), 0 (buffered)
+ * or 2 (dropped: the buffer was already past `maxBackpressure`). A frame is never dropped silently:
+ * when the buffer passes gateway.maxBackpressureBytes (after a buffered send, or when uWS dropped the
+ * frame) the socket is closed with 4001 (slow consumer) and the caller hears 'overflow'; the device
+ * resyncs from its cursors when it reconnects.
+ */
+
+/** Per-connection state, stored as the uWS socket's user data (a few fields: there are many). */
+export interface ConnState {
+  /** The authenticated session; null for a socket that is only opened to explain a refusal. */
+  session: SessionRef | null;
+  /** Why the upgrade is refused: sent as an error frame, then the socket closes with `close`. */
+  refusal: { close: CloseCode; code: ErrorCode; msg: string } | null;
+  /** Set once the gateway decided to close: later frames and pushes are ignored. */
+  ending: boolean;
+  limiter: FrameRateLimiter | null;
+  protocolErrors: WindowCounter | null;
+}
+
+/** The part of a uWS WebSocket the table uses (a fake in unit tests). */
+export interface SocketLike {
+  send(message: Uint8Array, isBinary?: boolean, compress?: boolean): number;
+  end(code?: number, shortMessage?: string): void;
+  getBufferedAmount(): number;
+  getUserData(): ConnState;
+  cork(cb: () => void): unknown;
+}
+
+const SEND_WRITTEN = 1;
+const SEND_DROPPED = 2;
+
+export class ConnectionTable implements ConnectionSink<ServerFrame> {
+  private readonly sockets = new Map<number, SocketLike>();
+
+  constructor(private readonly maxBackpressureBytes: number) {}
+
+  get size(): number {
+    return this.sockets.size;
+  }
+
+  add(connId: number, ws: SocketLike): void {
+    this.sockets.set(connId, ws);
+  }
+
+  /** Called from the socket's close handler; true when the connection was registered. */
+  remove(connId: number): boolean {
+    return this.sockets.delete(connId);
+  }
+
+  /** The live socket of `ref`, checking that the id still names the same device's connection. */
+  private find(ref: SessionRef): SocketLike | undefined {
+    const ws = this.sockets.get(ref.connId);
+    if (ws === undefined) return undefined;
+    const s = ws.getUserData();
+    if (s.ending || s.session === null || s.session.user !== ref.user || s.session.device !== ref.device) return undefined;
+    return ws;
+  }
+
+  push(ref: SessionRef, frame: ServerFrame): PushResult {
+    const ws = this.find(ref);
+    if (ws === undefined) return 'closed';
+    return sendFrame(ws, frame, this.maxBackpressureBytes);
+  }
+
+  close(ref: SessionRef, code: number, reason: string): void {
+    const ws = this.find(ref);
+    if (ws !== undefined) endSocket(ws, code, reason);
+  }
+
+  /** Closes every socket with `code` (drain: 4000). The close handlers run synchronously. */
+  closeAll(code: CloseCode): void {
+    for (const ws of [...this.sockets.values()]) endSocket(ws, code, CLOSE_REASONS[code]);
+  }
+}
+
+/** Writes one frame; see the class comment for the backpressure rule. */
+export function sendFrame(ws: SocketLike, frame: ServerFrame, maxBackpressureBytes: number): PushResult {
+  const r = ws.send(encodeServerFrame(frame), true, false);
+  if (r === SEND_WRITTEN) {
+    gatewayMetrics.framesOut.inc({ type: frame.t });
+    return 'sent';
+  }
+  if (r === SEND_DROPPED) {
+    endSocket(ws, CLOSE.slowConsumer, CLOSE_REASONS[CLOSE.slowConsumer]);
+    return 'overflow';
+  }
+  gatewayMetrics.framesOut.inc({ type: frame.t });
+  const buffered = ws.getBufferedAmount();
+  gatewayMetrics.backpressureBytes.observe(buffered);
+  if (buffered > maxBackpressureBytes) {
+    endSocket(ws, CLOSE.slowConsumer, CLOSE_REASONS[CLOSE.slowConsumer]);
+    return 'overflow';
+  }
+  return 'buffered';
+}
+
+/** Sends an error frame, then closes with `code`, in one cork (one syscall). */
+export function refuse(ws: SocketLike, code: CloseCode, error: ErrorCode, msg: string, id?: number): void {
+  if (ws.getUserData().ending) return;
+  ws.cork(() => {
+    ws.send(encodeServerFrame(errorFrame(error, msg, id)), true, false);
+    gatewayMetrics.framesOut.inc({ type: 'error' });
+    endSocket(ws, code, CLOSE_REASONS[code]);
+  });
+}
+
+/** Closes once (idempotent). uWS runs the close handler synchronously inside `end`. */
+export function endSocket(ws: SocketLike, code: number, reason: string): void {
+  const s = ws.getUserData();
+  if (s.ending) return;
+  s.ending = true;
+  ws.end(code, shortReason(reason));
+}
+
+/** A close reason is at most 123 bytes of UTF-8; longer ones are cut (on a character boundary). */
+export function shortReason(reason: string): string {
+  if (Buffer.byteLength(reason) <= 123) return reason;
+  let out = '';
+  for (const ch of reason) {
+    if (Buffer.byteLength(out + ch) > 123) break;
+    out += ch;
+  }
+  return out;
+}

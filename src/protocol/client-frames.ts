@@ -1,0 +1,390 @@
+import { z } from 'zod';
+import { ERROR_CODES, type ErrorCode } from './codes.js';
+import { isConversationId, isUserId } from './ids.js';
+
+/**
+ * Frames of the client wire protocol, version 1: one msgpack map `{ t, ...fields }` per binary
+ * WebSocket message. docs/PROTOCOL.md is the prose contract; these types and schemas are the
+ * executable one. Pure code, shared by the gateway and the client SDK.
+ *
+ * Strict one way, lenient the other: the server rejects any client frame that is not exactly as
+ * described (unknown keys, wrong types, out-of-range values), while clients accept server frames with
+ * extra keys and ignore unknown frame types, so a server can add fields and frames within version 1.
+ *
+ * Integers (ids, seqs, timestamps) are non-negative safe integers. On the wire any msgpack number
+ * type that holds the exact value is accepted (timestamps above 2^32 travel as float64).
+ */
+
+export const PROTOCOL_VERSION = 1;
+export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
+
+/** Client message ids: printable ASCII without space, 1 to 64 characters (a UUID fits). */
+export const CLIENT_MSG_ID_PATTERN = /^[\x21-\x7e]{1,64}$/;
+/** Upper bound of `sync.limit` and `history.limit`. The server may return fewer (byte budget). */
+export const MAX_PAGE_LIMIT = 500;
+/** `sync.limit` when the client gives none. */
+export const DEFAULT_SYNC_LIMIT = 100;
+/** Most entries in `sync.cursors`. Frame size bounds it lower in practice (about 1,000 ids). */
+export const MAX_SYNC_CURSORS = 4096;
+/**
+ * Requests awaiting an answer per connection (sent as hello.limits.maxInflightRequests). A protocol
+ * constant rather than a config key: it bounds per-connection server memory, not a deployment choice.
+ */
+export const MAX_INFLIGHT_REQUESTS = 64;
+
+export type ConversationKind = 'direct' | 'group' | 'channel';
+export type ReceiptKind = 'delivered' | 'read';
+
+// ---- client -> server ----------------------------------------------------------------------------
+
+interface SendBase {
+  t: 'send';
+  /** Request id, echoed by `sent` or `error`. Chosen by the client; unique among its open requests. */
+  id: number;
+  /** Client message id: with the sending device, the idempotency key of the send. */
+  cmid: string;
+  /** Opaque bytes (the server never reads them), at most gateway.maxBodyBytes. */
+  body: Uint8Array;
+}
+/** Send a message, addressed by exactly one of `to` (a user: the 1:1 conversation) or `conv`. */
+export type SendFrame = SendBase & ({ to: string; conv?: undefined } | { conv: string; to?: undefined });
+
+/** Delivered-ack: this device holds every message of `conv` up to `seq` (cumulative). No answer. */
+export interface DackFrame {
+  t: 'dack';
+  conv: string;
+  seq: number;
+}
+
+/** The user has read `conv` up to `seq` (cumulative, for all their devices). No answer. */
+export interface ReadFrame {
+  t: 'read';
+  conv: string;
+  seq: number;
+}
+
+/** One round of catch-up: `sync.batch` frames, then exactly one `synced`. */
+export interface SyncFrame {
+  t: 'sync';
+  id: number;
+  /** conv -> highest seq the device holds. Missing conversations use the stored delivered cursor. */
+  cursors?: Record<string, number>;
+  /** Most messages per conversation in this round; default DEFAULT_SYNC_LIMIT, max MAX_PAGE_LIMIT. */
+  limit?: number;
+}
+
+/** A page of older messages, newest first. */
+export interface HistoryFrame {
+  t: 'history';
+  id: number;
+  conv: string;
+  /** Exclusive upper bound; absent means from the newest message. */
+  before?: number;
+  limit: number;
+}
+
+export interface PingFrame {
+  t: 'ping';
+  id: number;
+}
+
+export type ClientFrame = SendFrame | DackFrame | ReadFrame | SyncFrame | HistoryFrame | PingFrame;
+export type ClientFrameType = ClientFrame['t'];
+export type ClientFrameOf<K extends ClientFrameType> = Extract<ClientFrame, { t: K }>;
+
+// ---- server -> client ----------------------------------------------------------------------------
+
+export interface HelloLimits {
+  maxFrameBytes: number;
+  maxBodyBytes: number;
+  framesPerSecond: number;
+  idleTimeoutS: number;
+  maxInflightRequests: number;
+}
+
+/** First frame of every session, sent once authentication succeeded. */
+export interface HelloFrame {
+  t: 'hello';
+  v: number;
+  user: string;
+  device: string;
+  /** Id of the node serving the connection (for support and logs). */
+  node: string;
+  limits: HelloLimits;
+}
+
+/** The send was durably stored (one tick). `dup` when it was a retry of an earlier send. */
+export interface SentFrame {
+  t: 'sent';
+  id: number;
+  conv: string;
+  seq: number;
+  mid: string;
+  dup: boolean;
+  /** Server time of the original send, ms since the epoch. */
+  ts: number;
+}
+
+/** A stored message as it appears in `msg`, `sync.batch` and `history.page`. */
+export interface MessageEntry {
+  seq: number;
+  mid: string;
+  /** Sender user and device. */
+  from: string;
+  fdev: string;
+  body: Uint8Array;
+  ts: number;
+  /** The sender's client message id; present only when the receiving user is the sender. */
+  cmid?: string;
+}
+
+/** A live message, to every member device except the sending device. */
+export interface MsgFrame extends MessageEntry {
+  t: 'msg';
+  conv: string;
+  kind: ConversationKind;
+}
+
+/** `user` (on `device`, for delivered) has received or read `conv` up to `seq` (cumulative). */
+export interface ReceiptFrame {
+  t: 'receipt';
+  conv: string;
+  kind: ReceiptKind;
+  user: string;
+  device?: string;
+  seq: number;
+}
+
+/** Messages of one conversation after the device's cursor, ascending. */
+export interface SyncBatchFrame {
+  t: 'sync.batch';
+  id: number;
+  conv: string;
+  kind: ConversationKind;
+  msgs: MessageEntry[];
+  /** Head of the conversation when this round started. */
+  head: number;
+  /** True when messages after the cursor were deleted by retention; they start at `retainedFrom`. */
+  expired?: boolean;
+  retainedFrom?: number;
+}
+
+/** End of one sync round. When `more` is false the device holds everything up to `heads`. */
+export interface SyncedFrame {
+  t: 'synced';
+  id: number;
+  /** Every conversation the user belongs to -> its head when the round started. */
+  heads: Record<string, number>;
+  /** The user's read cursors (conv -> seq), so every device shows the same unread state. */
+  reads: Record<string, number>;
+  /** True when some conversation has messages beyond what this round sent: sync again. */
+  more: boolean;
+  /**
+   * Receipt state a device missed while offline: for each direct conversation this round sent
+   * messages of, the other user's highest delivered and read seqs (added by the actors helper).
+   */
+  peers?: Record<string, PeerReceipts>;
+}
+
+/** The other user of a direct conversation: delivered (on any of their devices) and read up to. */
+export interface PeerReceipts {
+  user: string;
+  delivered: number;
+  read: number;
+}
+
+export interface HistoryPageFrame {
+  t: 'history.page';
+  id: number;
+  conv: string;
+  /** Descending seq. */
+  msgs: MessageEntry[];
+  /** `before` for the next older page, or null when there is nothing older. */
+  next: number | null;
+  /** True when older messages existed but were deleted by retention. */
+  expired: boolean;
+}
+
+export interface PongFrame {
+  t: 'pong';
+  id: number;
+}
+
+export interface ErrorFrame {
+  t: 'error';
+  /** The request id this answers, when the failed frame had one. */
+  id?: number;
+  /** One of ERROR_CODES when sent by this server version; clients must tolerate unknown codes. */
+  code: string;
+  msg: string;
+  retry: boolean;
+  /** For invalid_field: the offending field (dotted path, e.g. `cursors.g:abc`). */
+  field?: string;
+}
+
+export type ServerFrame =
+  | HelloFrame
+  | SentFrame
+  | MsgFrame
+  | ReceiptFrame
+  | SyncBatchFrame
+  | SyncedFrame
+  | HistoryPageFrame
+  | PongFrame
+  | ErrorFrame;
+export type ServerFrameType = ServerFrame['t'];
+export type ServerFrameOf<K extends ServerFrameType> = Extract<ServerFrame, { t: K }>;
+
+/** Builds an error frame with `retry` taken from the code table. */
+export function errorFrame(code: ErrorCode, msg: string, id?: number, field?: string): ErrorFrame {
+  const frame: ErrorFrame = { t: 'error', code, msg, retry: ERROR_CODES[code].retry };
+  if (id !== undefined) frame.id = id;
+  if (field !== undefined) frame.field = field;
+  return frame;
+}
+
+// ---- schemas: client frames (strict) --------------------------------------------------------------
+
+const uint = z.int({ error: 'expected a non-negative safe integer' }).nonnegative({ error: 'expected a non-negative safe integer' });
+const conversationId = z.string({ error: 'expected a conversation id' }).refine(isConversationId, { error: 'expected a conversation id' });
+const userId = z.string({ error: 'expected a user id' }).refine(isUserId, { error: 'expected a user id' });
+const clientMsgId = z.string({ error: 'expected a string' }).regex(CLIENT_MSG_ID_PATTERN, { error: 'expected 1 to 64 printable ASCII characters' });
+const pageLimit = uint.min(1, { error: 'expected at least 1' }).max(MAX_PAGE_LIMIT, { error: `expected at most ${MAX_PAGE_LIMIT}` });
+
+/** Marks the issue that becomes `body_too_large` instead of `invalid_field`. */
+export const BODY_TOO_LARGE_PARAM = 'body_too_large';
+
+export type ClientFrameSchemas = { readonly [K in ClientFrameType]: z.ZodType<ClientFrameOf<K>> };
+
+/** Strict schemas of every client frame, with `send.body` bounded by `maxBodyBytes`. */
+export function createClientFrameSchemas(maxBodyBytes: number): ClientFrameSchemas {
+  const body = z
+    .instanceof(Uint8Array, { error: 'expected bytes (msgpack bin)' })
+    .refine((b) => b.byteLength <= maxBodyBytes, {
+      error: `body exceeds ${maxBodyBytes} bytes`,
+      params: { reason: BODY_TOO_LARGE_PARAM },
+    });
+  const send = z
+    .strictObject({
+      t: z.literal('send'),
+      id: uint,
+      to: userId.optional(),
+      conv: conversationId.optional(),
+      cmid: clientMsgId,
+      body,
+    })
+    .refine((f) => (f.to === undefined) !== (f.conv === undefined), {
+      error: 'exactly one of to and conv',
+      path: ['conv'],
+    });
+  return {
+    // The refinement above is what makes the output the `to` xor `conv` union zod cannot express.
+    send: send as z.ZodType<SendFrame>,
+    dack: z.strictObject({ t: z.literal('dack'), conv: conversationId, seq: uint }),
+    read: z.strictObject({ t: z.literal('read'), conv: conversationId, seq: uint }),
+    sync: z.strictObject({
+      t: z.literal('sync'),
+      id: uint,
+      cursors: z
+        .record(conversationId, uint)
+        .refine((c) => Object.keys(c).length <= MAX_SYNC_CURSORS, { error: `more than ${MAX_SYNC_CURSORS} cursors` })
+        .optional(),
+      limit: pageLimit.optional(),
+    }),
+    history: z.strictObject({
+      t: z.literal('history'),
+      id: uint,
+      conv: conversationId,
+      before: uint.optional(),
+      limit: pageLimit,
+    }),
+    ping: z.strictObject({ t: z.literal('ping'), id: uint }),
+  };
+}
+
+export const CLIENT_FRAME_TYPES = Object.keys(createClientFrameSchemas(0)) as ClientFrameType[];
+
+// ---- schemas: server frames (lenient, for the SDK) ------------------------------------------------
+
+// Unknown keys are dropped, types are checked, ranges are not: the server is trusted to keep them,
+// and a newer server may widen them. An optional field may arrive as nil.
+function optional<T extends z.ZodType>(schema: T) {
+  return schema.nullish().transform((v) => v ?? undefined);
+}
+const num = z.number();
+const str = z.string();
+const bytes = z.instanceof(Uint8Array, { error: 'expected bytes (msgpack bin)' });
+const kind = z.enum(['direct', 'group', 'channel']);
+const messageEntry = z.object({
+  seq: num,
+  mid: str,
+  from: str,
+  fdev: str,
+  body: bytes,
+  ts: num,
+  cmid: optional(str),
+});
+
+export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<ServerFrameOf<K>> } = {
+  hello: z.object({
+    t: z.literal('hello'),
+    v: num,
+    user: str,
+    device: str,
+    node: str,
+    limits: z.object({
+      maxFrameBytes: num,
+      maxBodyBytes: num,
+      framesPerSecond: num,
+      idleTimeoutS: num,
+      maxInflightRequests: num,
+    }),
+  }),
+  sent: z.object({ t: z.literal('sent'), id: num, conv: str, seq: num, mid: str, dup: z.boolean(), ts: num }),
+  msg: messageEntry.extend({ t: z.literal('msg'), conv: str, kind }),
+  receipt: z.object({
+    t: z.literal('receipt'),
+    conv: str,
+    kind: z.enum(['delivered', 'read']),
+    user: str,
+    device: optional(str),
+    seq: num,
+  }),
+  'sync.batch': z.object({
+    t: z.literal('sync.batch'),
+    id: num,
+    conv: str,
+    kind,
+    msgs: z.array(messageEntry),
+    head: num,
+    expired: optional(z.boolean()),
+    retainedFrom: optional(num),
+  }),
+  synced: z.object({
+    t: z.literal('synced'),
+    id: num,
+    heads: z.record(str, num),
+    reads: z.record(str, num),
+    more: z.boolean(),
+    peers: optional(z.record(str, z.object({ user: str, delivered: num, read: num }))),
+  }),
+  'history.page': z.object({
+    t: z.literal('history.page'),
+    id: num,
+    conv: str,
+    msgs: z.array(messageEntry),
+    next: num.nullable(),
+    expired: z.boolean(),
+  }),
+  pong: z.object({ t: z.literal('pong'), id: num }),
+  error: z.object({
+    t: z.literal('error'),
+    id: optional(num),
+    code: str,
+    msg: str,
+    retry: z.boolean(),
+    field: optional(str),
+  }),
+};
+
+export const SERVER_FRAME_TYPES = Object.keys(SERVER_FRAME_SCHEMAS) as ServerFrameType[];

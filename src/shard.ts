@@ -1,0 +1,204 @@
+import type { MessagePort } from 'node:worker_threads';
+import { createShardActors } from './actors/shard-actors.js';
+import type { ShardLink } from './actors/shard-link.js';
+import { createTokenVerifier } from './auth/token-verifier.js';
+import { settingsOf, type VerifyOutcome } from './auth/verify.js';
+import { createGateway } from './gateway/gateway.js';
+import { loadUws } from './gateway/uws.js';
+import { createLogger } from './lib/log.js';
+import { startEventLoopLag, threadMetrics } from './metrics/threads.js';
+import { CLOSE } from './protocol/codes.js';
+import type { MainToShard, ShardInit, ShardToMain } from './shard-control.js';
+import { createStore } from './store/create-store.js';
+
+/**
+ * One shard thread: its own store instance (lmdb allows many threads on one environment; cassandra
+ * gets one client per shard), its actors and its gateway on the node's shared port. The logic takes
+ * a `Parent` (post + receive) so it runs the same in a worker (src/shard-thread.ts) or in-process.
+ */
+export interface Parent {
+  post(msg: ShardToMain): void;
+  onMessage(fn: (msg: MainToShard) => void): void;
+}
+
+/** How long a shard waits for the main thread to answer a verify or metrics request. */
+const REQUEST_TIMEOUT_MS = 5000;
+/** Connection ids of one incarnation start at generation * 2^32 (safe up to 2^21 restarts). */
+const CONN_IDS_PER_GENERATION = 2 ** 32;
+/** Answered in hello; the actor layer enforces it (too_many_inflight). */
+const MAX_INFLIGHT_REQUESTS = 64;
+
+export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
+  const { config: cfg, index } = init;
+  const log = createLogger({ level: cfg.log.level, node: init.nodeId, thread: `shard-${index}` });
+  const uws = loadUws();
+  startEventLoopLag(String(index));
+
+  let nextReq = 1;
+  const waiting = new Map<number, (msg: MainToShard) => void>();
+  const request = <T extends MainToShard>(msg: ShardToMain): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const req = (msg as { req: number }).req;
+      const timer = setTimeout(() => {
+        waiting.delete(req);
+        reject(new Error(`main thread did not answer ${msg.t} within ${REQUEST_TIMEOUT_MS} ms`));
+      }, REQUEST_TIMEOUT_MS);
+      waiting.set(req, (answer) => {
+        clearTimeout(timer);
+        resolve(answer as T);
+      });
+      parent.post(msg);
+    });
+
+  const verify = createTokenVerifier({
+    settings: settingsOf(cfg.auth),
+    hs256Secret: init.hs256Secret,
+    remote: init.publicKeys
+      ? async (token): Promise<VerifyOutcome> => {
+          const a = await request<Extract<MainToShard, { t: 'verified' }>>({ t: 'verify', req: nextReq++, token });
+          if (a.outcome === null) throw new Error(a.error ?? 'verification failed');
+          return a.outcome;
+        }
+      : undefined,
+  });
+
+  const store = createStore(cfg.store);
+  await store.open();
+  let storeOpen = true;
+
+  const gateway = createGateway({
+    uws,
+    config: cfg.gateway,
+    node: init.nodeId,
+    shard: index,
+    connIdBase: init.generation * CONN_IDS_PER_GENERATION + 1,
+    maxConnections: Math.ceil(cfg.gateway.maxConnections / init.shardCount),
+    maxInflightRequests: MAX_INFLIGHT_REQUESTS,
+    verify,
+    metricsText: async () => {
+      const a = await request<Extract<MainToShard, { t: 'metrics-text' }>>({ t: 'metrics-request', req: nextReq++ });
+      if (a.text === null) throw new Error(a.error ?? 'metrics unavailable');
+      return a.text;
+    },
+    storeReady: () => storeOpen,
+    log,
+  });
+
+  // The mesh: one MessagePort per peer shard. Frames are copied into an exact-size buffer and that
+  // buffer is transferred: the encoder's output may be a view into a larger reused buffer, which
+  // structured cloning would copy whole (and transferring would detach).
+  const peers = [...init.peers];
+  const link: ShardLink = {
+    post(shard, bytes) {
+      const port = peers[shard];
+      if (port === null || port === undefined) return;
+      const copy = bytes.slice();
+      port.postMessage(copy, [copy.buffer]);
+    },
+  };
+  const actors = createShardActors({
+    shard: index,
+    shardCount: init.shardCount,
+    nodeId: init.nodeId,
+    link,
+    sink: gateway.sink,
+    store,
+    config: cfg.actors,
+    log,
+  });
+  const attachPeer = (port: MessagePort): void => {
+    port.on('message', (bytes: Uint8Array) => actors.onLinkMessage(bytes));
+  };
+  for (const port of peers) if (port) attachPeer(port);
+  gateway.setHandler(actors.handler);
+
+  // A throw that reaches the event loop leaves the shard in an unknown state: close every socket
+  // (a worker that ends with open uWS sockets aborts the whole process), then exit so that the
+  // supervisor starts a fresh shard. Clients hear 4005 and reconnect.
+  let dying = false;
+  const die = (err: unknown): void => {
+    if (dying) return;
+    dying = true;
+    log.fatal({ err }, 'shard crashed; closing its sockets and exiting for a restart');
+    try {
+      gateway.closeAll(CLOSE.shardRestarting);
+    } finally {
+      gateway.close();
+      process.exit(1);
+    }
+  };
+  process.on('uncaughtException', die);
+  process.on('unhandledRejection', die);
+
+  const drain = async (timeoutMs: number): Promise<void> => {
+    const deadline = Date.now() + timeoutMs;
+    gateway.stopAccepting();
+    gateway.closeAll(CLOSE.draining);
+    const timedOut = !(await within(actors.drain(), timeoutMs));
+    if (timedOut) log.warn({ timeoutMs }, 'actor drain timed out; closing the store anyway');
+    storeOpen = false;
+    await within(store.close(), Math.max(100, deadline - Date.now()));
+    gateway.close();
+    parent.post({ t: 'drained', timedOut });
+  };
+
+  parent.onMessage((msg) => {
+    switch (msg.t) {
+      case 'peer': {
+        peers[msg.peer]?.close();
+        peers[msg.peer] = msg.port;
+        attachPeer(msg.port);
+        return;
+      }
+      case 'verified':
+      case 'metrics-text':
+        waiting.get(msg.req)?.(msg);
+        waiting.delete(msg.req);
+        return;
+      case 'collect-metrics':
+        void threadMetrics().then((metrics) => parent.post({ t: 'metrics', req: msg.req, metrics }), die);
+        return;
+      case 'stop-accepting':
+        gateway.stopAccepting();
+        parent.post({ t: 'stopped-accepting' });
+        return;
+      case 'drain':
+        void drain(msg.timeoutMs).catch(die);
+        return;
+      case 'test-crash':
+        if (init.testHooks) {
+          setImmediate(() => {
+            throw new Error('test-crash requested');
+          });
+        }
+        return;
+      default: {
+        const never: never = msg;
+        log.error({ msg: never }, 'unknown control message');
+      }
+    }
+  });
+
+  try {
+    await gateway.listen(cfg.gateway.host, init.port);
+  } catch (err) {
+    gateway.close();
+    await store.close();
+    throw err;
+  }
+  log.info({ port: init.port }, 'shard accepting');
+  parent.post({ t: 'ready', index });
+}
+
+/** True when `p` settled within `ms` (its rejection counts as settled; it is not rethrown). */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

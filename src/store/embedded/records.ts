@@ -1,0 +1,95 @@
+/**
+ * Value shapes stored in the embedded engine's tables (msgpack-encoded by lmdb). Ids that are part
+ * of a row's key are not repeated in its value.
+ */
+import type {
+  ConversationKind,
+  DevicePlatform,
+  PushProvider,
+  Role,
+  StoredMessage,
+} from '../types.js';
+
+/** Stored under meta 'layout': facts about the on-disk layout that options must agree with. */
+export interface LayoutRow {
+  bucketSize: number;
+}
+
+export interface ConversationRow {
+  kind: ConversationKind;
+  createdBy: string;
+  createdAtMs: number;
+  meta: Record<string, string>;
+}
+
+/**
+ * The hot per-conversation record, kept apart from ConversationRow so every append rewrites a few
+ * bytes instead of the conversation's metadata.
+ */
+export interface LogState {
+  /** Highest epoch that opened a writer; appends from any other epoch are fenced. */
+  epoch: number;
+  /** Highest committed seq (0 when empty). */
+  head: number;
+  /** Lowest seq still retained (1 until retention removes a bucket). */
+  retainedFrom: number;
+}
+
+export const NEW_LOG_STATE: LogState = { epoch: 0, head: 0, retainedFrom: 1 };
+
+export interface MemberRow {
+  role: Role;
+  joinedAtMs: number;
+}
+
+/** Index row of a user's conversation list; `kind` is copied because it never changes. */
+export interface UserConversationRow {
+  kind: ConversationKind;
+  role: Role;
+  joinedAtMs: number;
+}
+
+export interface MessageRow {
+  messageId: string;
+  senderUser: string;
+  senderDevice: string;
+  clientMsgId: string;
+  body: Uint8Array;
+  sentAtMs: number;
+}
+
+export interface IdempotencyRow {
+  seq: number;
+  messageId: string;
+  expiresAtMs: number;
+}
+
+export interface DeviceRow {
+  platform: DevicePlatform;
+  pushProvider: PushProvider | null;
+  pushToken: string | null;
+  createdAtMs: number;
+}
+
+/**
+ * lmdb decodes msgpack binaries as Node Buffers (copies, never views of the mapped file). Callers get
+ * a plain Uint8Array over the same bytes, so deep-equality against a Uint8Array holds and no Buffer
+ * methods leak through the store boundary.
+ */
+export function plainBytes(bytes: Uint8Array): Uint8Array {
+  if (Object.getPrototypeOf(bytes) === Uint8Array.prototype) return bytes;
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+export function toStoredMessage(conversationId: string, seq: number, row: MessageRow): StoredMessage {
+  return {
+    conversationId,
+    seq,
+    messageId: row.messageId,
+    senderUser: row.senderUser,
+    senderDevice: row.senderDevice,
+    clientMsgId: row.clientMsgId,
+    body: plainBytes(row.body),
+    sentAtMs: row.sentAtMs,
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * Options shared by both store engines (the validated `store` section of the node config).
+ */
+export interface StoreCommonOptions {
+  /** Messages per (conversation, bucket) partition. Buckets keep partitions bounded. */
+  bucketSize: number;
+  /** How long an idempotency record (conversation, senderDevice, clientMsgId) is kept. */
+  idempotencyTtlMs: number;
+}
+
+export interface EmbeddedStoreOptions extends StoreCommonOptions {
+  /** Directory of the lmdb environment; created when missing. */
+  path: string;
+}
+
+export type Consistency = 'one' | 'two' | 'three' | 'quorum' | 'all' | 'localQuorum' | 'eachQuorum' | 'localOne';
+export type SerialConsistency = 'serial' | 'localSerial';
+
+export interface ScyllaStoreOptions extends StoreCommonOptions {
+  contactPoints: string[];
+  localDataCenter: string;
+  keyspace: string;
+  /** Replication map for CREATE KEYSPACE, e.g. { class: 'NetworkTopologyStrategy', datacenter1: '3' }. */
+  replication: Record<string, string>;
+  readConsistency: Consistency;
+  writeConsistency: Consistency;
+  serialConsistency: SerialConsistency;
+  requestTimeoutMs: number;
+  connectTimeoutMs: number;
+  username?: string;
+  password?: string;
+}

@@ -1,0 +1,200 @@
+import { StoreError } from '../errors.js';
+import {
+  CONVERSATION_KINDS,
+  ROLES,
+  type Conversation,
+  type ConversationKind,
+  type Member,
+  type Role,
+  type UserConversation,
+} from '../types.js';
+import { mapLimit, type Row, type Session, type Stmt } from './session.js';
+import { invalid, ms, numOr, requireId, requireLimit, requireMs, str } from './values.js';
+
+const MEMBER_BATCH = 100;
+const FANOUT = 16;
+const DEFAULT_MEMBER_PAGE = 100;
+
+export interface CreateConversationInput {
+  id: string;
+  kind: ConversationKind;
+  createdBy: string;
+  createdAtMs: number;
+  meta?: Record<string, string>;
+  members: { userId: string; role: Role }[];
+}
+
+/** Conversations, membership and the per-user conversation list. */
+export class Conversations {
+  constructor(private readonly s: Session) {}
+
+  /**
+   * `INSERT .. IF NOT EXISTS` decides who created it. Members are written after, and the row is then
+   * marked `members_ready`; a retry of the same creation (same kind, creator and time) that finds the
+   * mark missing finishes the members, so a crash in between loses nothing. Any other creation that
+   * finds the conversation changes nothing.
+   */
+  async create(input: CreateConversationInput): Promise<{ created: boolean; conversation: Conversation }> {
+    validateCreate(input);
+    const meta = input.meta ?? {};
+    const rs = await this.s.lwt(this.s.cql.insertConversation, [
+      input.id, input.kind, input.createdBy, new Date(input.createdAtMs), meta,
+    ]);
+    if (rs.wasApplied()) {
+      const conversation = { id: input.id, kind: input.kind, createdBy: input.createdBy, createdAtMs: input.createdAtMs, meta: { ...meta } };
+      await this.writeInitialMembers(conversation, input.members);
+      return { created: true, conversation };
+    }
+    const row = await this.s.readOne(this.s.cql.selectConversation, [input.id], true);
+    if (!row) throw new StoreError('store.internal', `conversation ${input.id} exists but could not be read`);
+    const existing = toConversation(row);
+    const sameCreation =
+      existing.kind === input.kind && existing.createdBy === input.createdBy && existing.createdAtMs === input.createdAtMs;
+    if (row.get('members_ready') !== true && sameCreation) await this.writeInitialMembers(existing, input.members);
+    return { created: false, conversation: existing };
+  }
+
+  async get(id: string): Promise<Conversation | null> {
+    requireId('conversationId', id);
+    const row = await this.s.readOne(this.s.cql.selectConversation, [id]);
+    return row ? toConversation(row) : null;
+  }
+
+  async updateMeta(id: string, meta: Record<string, string>): Promise<void> {
+    requireId('conversationId', id);
+    validateMeta(meta);
+    const rs = await this.s.lwt(this.s.cql.updateMeta, [meta, id]);
+    if (!rs.wasApplied()) throw notFound(id);
+  }
+
+  /** Member row and list entry in one logged batch: both or neither. */
+  async putMember(conv: string, userId: string, role: Role, joinedAtMs: number): Promise<void> {
+    requireId('conversationId', conv);
+    requireId('userId', userId);
+    validateRole(role);
+    requireMs('joinedAtMs', joinedAtMs);
+    const c = await this.get(conv);
+    if (!c) throw notFound(conv);
+    await this.s.batch(this.memberStmts(c, userId, role, joinedAtMs), true);
+  }
+
+  async removeMember(conv: string, userId: string): Promise<void> {
+    requireId('conversationId', conv);
+    requireId('userId', userId);
+    await this.s.batch(
+      [
+        { query: this.s.cql.deleteMember, params: [conv, userId] },
+        { query: this.s.cql.deleteUserConversation, params: [userId, conv] },
+      ],
+      true,
+    );
+  }
+
+  async getMember(conv: string, userId: string): Promise<Member | null> {
+    requireId('conversationId', conv);
+    requireId('userId', userId);
+    const row = await this.s.readOne(this.s.cql.selectMember, [conv, userId]);
+    return row ? toMember(row) : null;
+  }
+
+  async listMembers(conv: string, opts: { afterUserId?: string; limit?: number } = {}): Promise<Member[]> {
+    requireId('conversationId', conv);
+    const limit = requireLimit(opts.limit ?? DEFAULT_MEMBER_PAGE);
+    const rows = await this.s.read(this.s.cql.listMembers, [conv, opts.afterUserId ?? '', limit]);
+    return rows.map(toMember);
+  }
+
+  /**
+   * The user's list joined with each conversation's head hint, read per conversation (single-partition
+   * reads spread over the cluster by the token-aware driver; ScyllaDB advises against large
+   * partition-key IN lists). The hint is raised before an append resolves, so it covers every
+   * acknowledged message; it can lag only messages whose append never returned, until the next append
+   * or openWriter of that conversation. `head()` is the fully authoritative (and dearer) read.
+   */
+  async listForUser(userId: string): Promise<UserConversation[]> {
+    requireId('userId', userId);
+    const rows = await this.s.read(this.s.cql.listUserConversations, [userId]);
+    return mapLimit(rows, FANOUT, async (row) => {
+      const conv = str(row.get('conv'));
+      const hint = await this.s.readOne(this.s.cql.selectHead, [conv]);
+      return {
+        conversationId: conv,
+        kind: str(row.get('kind')) as ConversationKind,
+        role: str(row.get('role')) as Role,
+        joinedAtMs: ms(row.get('joined_at')),
+        head: numOr(hint?.get('head'), 0),
+      };
+    });
+  }
+
+  private async writeInitialMembers(c: Conversation, members: { userId: string; role: Role }[]): Promise<void> {
+    const byUser = new Map(members.map((m) => [m.userId, m.role]));
+    const memberRows: Stmt[] = [...byUser].map(([userId, role]) => ({
+      query: this.s.cql.insertMember,
+      params: [c.id, userId, role, new Date(c.createdAtMs)],
+    }));
+    const batches: Stmt[][] = [];
+    for (let i = 0; i < memberRows.length; i += MEMBER_BATCH) batches.push(memberRows.slice(i, i + MEMBER_BATCH));
+    await mapLimit(batches, 4, (b) => this.s.batch(b)); // one partition each
+    await mapLimit([...byUser], FANOUT, ([userId, role]) =>
+      this.s.write(this.s.cql.insertUserConversation, [userId, c.id, c.kind, role, new Date(c.createdAtMs)]),
+    );
+    await this.s.write(this.s.cql.markMembersReady, [c.id]);
+  }
+
+  private memberStmts(c: Conversation, userId: string, role: Role, joinedAtMs: number): Stmt[] {
+    const at = new Date(joinedAtMs);
+    return [
+      { query: this.s.cql.insertMember, params: [c.id, userId, role, at] },
+      { query: this.s.cql.insertUserConversation, params: [userId, c.id, c.kind, role, at] },
+    ];
+  }
+}
+
+function toConversation(row: Row): Conversation {
+  const meta = (row.get('meta') ?? {}) as Record<string, string>;
+  return {
+    id: str(row.get('id')),
+    kind: str(row.get('kind')) as ConversationKind,
+    createdBy: str(row.get('created_by')),
+    createdAtMs: ms(row.get('created_at')),
+    meta: { ...meta },
+  };
+}
+
+function toMember(row: Row): Member {
+  return {
+    conversationId: str(row.get('conv')),
+    userId: str(row.get('user_id')),
+    role: str(row.get('role')) as Role,
+    joinedAtMs: ms(row.get('joined_at')),
+  };
+}
+
+function notFound(id: string): StoreError {
+  return new StoreError('store.not_found', `conversation ${id} does not exist`);
+}
+
+function validateRole(role: unknown): void {
+  if (!ROLES.includes(role as Role)) throw invalid(`role must be one of ${ROLES.join(', ')}, got ${String(role)}`);
+}
+
+function validateMeta(meta: unknown): void {
+  if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) throw invalid('meta must be an object of strings');
+  for (const [k, v] of Object.entries(meta)) {
+    if (typeof v !== 'string') throw invalid(`meta.${k} must be a string`);
+  }
+}
+
+function validateCreate(input: CreateConversationInput): void {
+  requireId('id', input.id);
+  if (!CONVERSATION_KINDS.includes(input.kind)) throw invalid(`kind must be one of ${CONVERSATION_KINDS.join(', ')}`);
+  requireId('createdBy', input.createdBy);
+  requireMs('createdAtMs', input.createdAtMs);
+  if (input.meta !== undefined) validateMeta(input.meta);
+  if (!Array.isArray(input.members)) throw invalid('members must be an array');
+  for (const m of input.members) {
+    requireId('members[].userId', m.userId);
+    validateRole(m.role);
+  }
+}
