@@ -25,6 +25,12 @@ export interface Parent {
 const REQUEST_TIMEOUT_MS = 5000;
 /** Connection ids of one incarnation start at generation * 2^32 (safe up to 2^21 restarts). */
 const CONN_IDS_PER_GENERATION = 2 ** 32;
+/**
+ * Time between closing sessions (a close frame each) and closing the sockets for good. Clients echo
+ * the close frame; a socket closed with that echo still unread is reset, and a reset can destroy the
+ * close frame on its way, so the client would see 1006 instead of the documented code.
+ */
+const CLOSE_GRACE_MS = 250;
 /** Answered in hello; the actor layer enforces it (too_many_inflight). */
 const MAX_INFLIGHT_REQUESTS = 64;
 
@@ -121,10 +127,13 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     dying = true;
     log.fatal({ err }, 'shard crashed; closing its sockets and exiting for a restart');
     try {
+      gateway.stopAccepting();
       gateway.closeAll(CLOSE.shardRestarting);
     } finally {
-      gateway.close();
-      process.exit(1);
+      setTimeout(() => {
+        gateway.close();
+        process.exit(1);
+      }, CLOSE_GRACE_MS);
     }
   };
   process.on('uncaughtException', die);
@@ -134,10 +143,12 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     gateway.stopAccepting();
     gateway.closeAll(CLOSE.draining);
+    const closedAtMs = Date.now();
     const timedOut = !(await within(actors.drain(), timeoutMs));
     if (timedOut) log.warn({ timeoutMs }, 'actor drain timed out; closing the store anyway');
     storeOpen = false;
     await within(store.close(), Math.max(100, deadline - Date.now()));
+    await sleep(Math.max(0, closedAtMs + CLOSE_GRACE_MS - Date.now()));
     gateway.close();
     parent.post({ t: 'drained', timedOut });
   };
@@ -188,6 +199,10 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   }
   log.info({ port: init.port }, 'shard accepting');
   parent.post({ t: 'ready', index });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** True when `p` settled within `ms` (its rejection counts as settled; it is not rethrown). */

@@ -115,7 +115,7 @@ async function startServices(env: NodeJS.ProcessEnv): Promise<void> {
         (err: unknown) => {
           env[REDIS_UNAVAILABLE_VAR] = firstLine(err);
           console.error(`Redis: could not start: ${(err as Error).message}`);
-          failOne(`services: Redis did not start: ${firstLine(err)}`);
+          failOne(`services: ${firstLine(err)}`);
         },
       ),
     );
@@ -136,7 +136,7 @@ async function startServices(env: NodeJS.ProcessEnv): Promise<void> {
         (err: unknown) => {
           env[CASSANDRA_UNAVAILABLE_VAR] = firstLine(err);
           console.error(`Cassandra: could not start: ${(err as Error).message}`);
-          failOne(`services: Cassandra did not start: ${firstLine(err)}`);
+          failOne(`services: ${firstLine(err)}`);
         },
       ),
     );

@@ -10,9 +10,7 @@
  *   it delivers to the sender's other devices).
  * - Any commit failure fails the rest of the queue with a retryable error and ends the activation;
  *   the next message activates afresh with a new epoch (a lost fence can never ack again).
- * - Receipts: dacks (via the device's user actor) and reads are checked against membership and the
- *   head, stored (delivered cursors batched per shard, read cursors at once), then fanned out to the
- *   members' user actors as receipts.
+ * - Receipts (dacks via the device's user actor, reads) are handled by ConversationReceipts.
  */
 import { newMessageId, messageIdTimeMs, parseDirectConversationId } from '../protocol/ids.js';
 import type { Store, ConversationWriter } from '../store/store.js';
@@ -23,7 +21,8 @@ import type { CursorBatcher } from './cursor-batcher.js';
 import type { EpochSource } from './epochs.js';
 import type { Actor, ActorContext } from './host.js';
 import type { ActorLog } from './log.js';
-import type { ConvCommitFailed, ConvDelivered, ConvMsg, ConvRead, ConvSend, DeliveredEntry } from './messages.js';
+import { ConversationReceipts } from './conversation-receipts.js';
+import type { ConvCommitFailed, ConvMsg, ConvSend, DeliveredEntry } from './messages.js';
 import { convMetrics } from './metrics.js';
 import type { Router } from './router.js';
 
@@ -35,6 +34,8 @@ export interface ConversationDeps {
   clock: Clock;
   log: ActorLog;
   maxCommitBatch: number;
+  /** Sends waiting for the next group commit; more are refused with too_many_inflight. */
+  maxQueuedSends: number;
 }
 
 /** Recent (device, cmid) -> result kept per activation, so common retries skip the store. */
@@ -64,13 +65,14 @@ export class ConversationActor implements Actor<ConvMsg> {
   private queue: Queued[] = [];
   private inflight: Queued[] | null = null;
   private readonly recent = new Map<string, Recent>();
-  /** Highest delivered seq forwarded per user in this activation (drops repeated receipts). */
-  private readonly deliveredSeen = new Map<string, number>();
+  private readonly receipts: ConversationReceipts;
 
   constructor(
     private readonly ctx: ActorContext<ConvMsg>,
     private readonly deps: ConversationDeps,
-  ) {}
+  ) {
+    this.receipts = new ConversationReceipts(ctx.key, deps);
+  }
 
   async activate(): Promise<void> {
     const conv = await this.deps.store.getConversation(this.ctx.key);
@@ -82,9 +84,9 @@ export class ConversationActor implements Actor<ConvMsg> {
       case 'send':
         return this.onSend(msg);
       case 'delivered':
-        return this.onDelivered(msg);
+        return this.receipts.delivered(this.state?.members ?? null, this.head, this.inflight?.length ?? 0, msg);
       case 'read':
-        return this.onRead(msg);
+        return this.receipts.read(this.state?.members ?? null, this.head, msg);
       case 'committed':
         return this.onCommitted(msg.results, msg.durationMs);
       case 'commit_failed':
@@ -114,9 +116,15 @@ export class ConversationActor implements Actor<ConvMsg> {
 
   // ---- sends -----------------------------------------------------------------------------------
 
-  private async onSend(m: ConvSend): Promise<void> {
-    if (this.state === null && !(await this.createDirect(m))) return;
-    const state = this.state!;
+  private onSend(m: ConvSend): void | Promise<void> {
+    if (this.state !== null) return this.accept(this.state, m);
+    // First send to a direct conversation: create it, then go on (the mailbox waits meanwhile).
+    return this.createDirect(m).then((ok) => {
+      if (ok) this.accept(this.state!, m);
+    });
+  }
+
+  private accept(state: Loaded, m: ConvSend): void {
     const { user, device } = m.session;
     if (!state.members.has(user)) return this.answerError(m, 'not_member');
     const hit = this.recent.get(dedupeKey(device, m.cmid));
@@ -125,6 +133,8 @@ export class ConversationActor implements Actor<ConvMsg> {
       this.deps.router.push(m.session, { t: 'sent', id: m.id, conv: this.ctx.key, seq: hit.seq, mid: hit.mid, dup: true, ts: hit.ts });
       return;
     }
+    // Bounded: the mailbox caps what waits to be read, this caps what waits for the store.
+    if (this.queue.length >= this.deps.maxQueuedSends) return this.answerError(m, 'too_many_inflight');
     const now = this.deps.clock.now();
     this.queue.push({
       send: m,
@@ -281,52 +291,6 @@ export class ConversationActor implements Actor<ConvMsg> {
   private answerError(m: ConvSend, code: Parameters<typeof errorFor>[0]): void {
     convMetrics.sent.inc({ result: code });
     this.deps.router.push(m.session, errorFor(code, m.id));
-  }
-
-  // ---- receipts --------------------------------------------------------------------------------
-
-  private onDelivered(m: ConvDelivered): void {
-    const { router, cursors } = this.deps;
-    const { user, device } = m.session;
-    const state = this.state;
-    if (state === null) return void router.push(m.session, errorFor('not_found'));
-    if (!state.members.has(user)) return void router.push(m.session, errorFor('not_member'));
-    // A device may hold a message whose commit this actor has not processed yet (a sync on another
-    // shard read it first): allow the in-flight batch, clamp to the known head.
-    if (m.seq > this.head + (this.inflight?.length ?? 0)) {
-      return void router.push(m.session, errorFor('invalid_field', undefined, `dack seq ${m.seq} is beyond the head ${this.head}`));
-    }
-    const seq = Math.min(m.seq, this.head);
-    if (seq <= 0) return;
-    cursors.add({ userId: user, deviceId: device, conversationId: this.ctx.key, seq });
-    if (seq <= (this.deliveredSeen.get(user) ?? 0)) return;
-    this.deliveredSeen.set(user, seq);
-    for (const member of state.members.keys()) {
-      if (member !== user) router.tell('user', member, { t: 'receipt', conv: this.ctx.key, kind: 'delivered', user, device, seq });
-    }
-  }
-
-  private onRead(m: ConvRead): void {
-    const { router, store, log } = this.deps;
-    const state = this.state;
-    if (state === null) return void router.push(m.session, errorFor('not_found'));
-    if (!state.members.has(m.session.user)) return void router.push(m.session, errorFor('not_member'));
-    const seq = Math.min(m.seq, this.head);
-    if (seq <= 0) return;
-    const conv = this.ctx.key;
-    const members = [...state.members.keys()];
-    const { user, device } = m.session;
-    // Not awaited: the write touches no actor state, and sends must not wait behind it. Every
-    // member's user actor gets the receipt, the reader's own too (for the reader's other devices).
-    store.advanceRead(user, conv, seq).then(
-      () => {
-        for (const member of members) router.tell('user', member, { t: 'receipt', conv, kind: 'read', user, device, seq });
-      },
-      (err: unknown) => {
-        log.warn({ err }, 'storing a read cursor failed');
-        router.push(m.session, errorFor(errorCodeOf(err)));
-      },
-    );
   }
 }
 

@@ -21,7 +21,7 @@ export class ClockEpochSource implements EpochSource {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  next(): Promise<number> {
+  next(_conversationId?: string): Promise<number> {
     return Promise.resolve(this.nextSync());
   }
 

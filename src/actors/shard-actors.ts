@@ -19,7 +19,7 @@ import { CLOSE, CLOSE_REASONS } from '../protocol/codes.js';
 import { directConversationId } from '../protocol/ids.js';
 import type { Store } from '../store/store.js';
 import { errorFor, rejectCode } from './answers.js';
-import { systemClock, type Clock } from './clock.js';
+import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { ConversationActor } from './conversation-actor.js';
 import { CursorBatcher } from './cursor-batcher.js';
 import { ClockEpochSource, type EpochSource } from './epochs.js';
@@ -30,7 +30,7 @@ import { convMetrics } from './metrics.js';
 import { Router } from './router.js';
 import type { ConnectionSink, SessionHandler, SessionRef } from './session.js';
 import type { ShardLink } from './shard-link.js';
-import { runHistory, runSync } from './sync.js';
+import { ConcurrencyLimit, runHistory, runSync } from './sync.js';
 import { sameSession, UserActor } from './user-actor.js';
 
 export interface ShardActorsOptions {
@@ -46,6 +46,14 @@ export interface ShardActorsOptions {
   log?: ActorLog;
   /** Unacknowledged deliveries per device before it is disconnected to resync (default 1024). */
   maxPendingPerDevice?: number;
+  /** Sync rounds and history reads running at once on this shard; more wait (default 64). */
+  maxConcurrentReads?: number;
+  /**
+   * A session whose user actor has not confirmed it within this time is closed with 4004 so it
+   * reconnects (the link is at-most-once: a lost attach would leave it without live delivery).
+   * Default 10 s.
+   */
+  attachTimeoutMs?: number;
 }
 
 export interface ShardActorStats {
@@ -63,6 +71,13 @@ export interface ShardActors {
   onLinkMessage(bytes: Uint8Array): void;
   /** Same as handler.drain(): refuse new sends, finish commits, flush cursors, end every actor. */
   drain(): Promise<void>;
+  /**
+   * Another shard thread of this node restarted: the user actors it hosted are gone with their
+   * session registrations and pending deliveries. Closes this shard's sessions of those users with
+   * 4005, so they reconnect and sync (nothing committed meanwhile is missed). The supervisor calls
+   * this on every surviving shard.
+   */
+  shardRestarted(shard: number): void;
   stats(): ShardActorStats;
 }
 
@@ -71,6 +86,7 @@ interface LocalSession {
   attached: boolean;
   syncing: boolean;
   waitingSync: SyncFrame | null;
+  attachTimer: TimerHandle | null;
 }
 
 export function createShardActors(o: ShardActorsOptions): ShardActors {
@@ -88,12 +104,13 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     log,
   });
   const cursors = new CursorBatcher({ store, clock, log, flushMs: cfg.cursorFlushMs });
-  const syncDeps = { store, router, log, syncPageSize: cfg.syncPageSize };
+  const syncDeps = { store, router, log, syncPageSize: cfg.syncPageSize, limit: new ConcurrencyLimit(o.maxConcurrentReads ?? 64) };
+  const attachTimeoutMs = o.attachTimeoutMs ?? 10_000;
   const sessions = new Map<number, LocalSession>();
   let draining: Promise<void> | null = null;
 
   const convSpec: ActorKindSpec<ConvMsg> = {
-    create: (ctx) => new ConversationActor(ctx, { store, router, cursors, epochs, clock, log, maxCommitBatch: cfg.maxCommitBatch }),
+    create: (ctx) => new ConversationActor(ctx, { store, router, cursors, epochs, clock, log, maxCommitBatch: cfg.maxCommitBatch, maxQueuedSends: cfg.mailboxCapacity }),
     lane: (m) => (m.t === 'committed' || m.t === 'commit_failed' ? 'system' : 'user'),
     reject: (_key, m, reason, cause) => {
       const code = rejectCode(reason, cause);
@@ -153,6 +170,8 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     const local = sessions.get(conn.connId);
     if (local === undefined || !sameSession(local.ref, conn)) return;
     local.attached = true;
+    if (local.attachTimer !== null) clock.clearTimer(local.attachTimer);
+    local.attachTimer = null;
     if (local.waitingSync !== null) {
       const f = local.waitingSync;
       local.waitingSync = null;
@@ -222,7 +241,14 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
 
   const handler: SessionHandler<ClientFrame> = {
     opened(s) {
-      sessions.set(s.connId, { ref: s, attached: false, syncing: false, waitingSync: null });
+      const local: LocalSession = { ref: s, attached: false, syncing: false, waitingSync: null, attachTimer: null };
+      sessions.set(s.connId, local);
+      local.attachTimer = clock.setTimer(attachTimeoutMs, () => {
+        local.attachTimer = null;
+        if (sessions.get(s.connId) !== local || local.attached) return;
+        log.warn({ shard: router.shardOf(s.user) }, 'session not attached in time; closing it to reconnect');
+        router.close(s, CLOSE.internalError, CLOSE_REASONS[CLOSE.internalError]);
+      });
       router.tell('user', s.user, { t: 'attach', session: s });
     },
     frame(s, f) {
@@ -236,7 +262,10 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     },
     closed(s) {
       const local = sessions.get(s.connId);
-      if (local !== undefined && sameSession(local.ref, s)) sessions.delete(s.connId);
+      if (local !== undefined && sameSession(local.ref, s)) {
+        if (local.attachTimer !== null) clock.clearTimer(local.attachTimer);
+        sessions.delete(s.connId);
+      }
       router.tell('user', s.user, { t: 'detach', session: s });
     },
     drain,
@@ -246,6 +275,11 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     handler,
     onLinkMessage: (bytes) => router.receive(bytes),
     drain,
+    shardRestarted(shard) {
+      for (const local of [...sessions.values()]) {
+        if (router.shardOf(local.ref.user) === shard) router.close(local.ref, CLOSE.shardRestarting, CLOSE_REASONS[CLOSE.shardRestarting]);
+      }
+    },
     stats: () => ({
       shard: o.shard,
       draining: draining !== null,

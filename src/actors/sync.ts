@@ -35,6 +35,33 @@ export interface SyncDeps {
   router: Router;
   log: ActorLog;
   syncPageSize: number;
+  /** Caps the sync rounds and history reads running at once on this shard (a reconnect storm). */
+  limit: ConcurrencyLimit;
+}
+
+/** At most `max` tasks at once; the rest wait in FIFO order (bounded by the sessions that ask). */
+export class ConcurrencyLimit {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(readonly max: number) {}
+
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active < this.max) this.active++;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      // Hand the slot straight to the next waiter, so a newcomer cannot overtake it.
+      const next = this.waiting.shift();
+      if (next !== undefined) next();
+      else this.active--;
+    }
+  }
 }
 
 export function toEntry(m: StoredMessage, viewer: string): MessageEntry {
@@ -46,7 +73,7 @@ export function toEntry(m: StoredMessage, viewer: string): MessageEntry {
 /** Runs one sync round for a session. Never rejects: failures become an error frame. */
 export async function runSync(deps: SyncDeps, session: SessionRef, frame: SyncFrame): Promise<void> {
   try {
-    const result = await syncRound(deps, session, frame);
+    const result = await deps.limit.run(() => syncRound(deps, session, frame));
     syncMetrics.requests.inc({ type: 'sync', result });
   } catch (err) {
     const code = errorCodeOf(err);
@@ -120,29 +147,35 @@ async function peerReceipts(store: Store, conv: string, user: string): Promise<P
 
 /** Answers a history request: only members may read, newest first from `before`. */
 export async function runHistory(deps: SyncDeps, session: SessionRef, frame: HistoryFrame): Promise<void> {
-  const { store, router } = deps;
   try {
-    if ((await store.getMember(frame.conv, session.user)) === null) {
-      syncMetrics.requests.inc({ type: 'history', result: 'not_member' });
-      router.push(session, errorFor('not_member', frame.id));
-      return;
-    }
-    const page = await store.readBackward(frame.conv, frame.before ?? Number.MAX_SAFE_INTEGER, frame.limit);
-    syncMetrics.requests.inc({ type: 'history', result: 'ok' });
-    router.push(session, {
-      t: 'history.page',
-      id: frame.id,
-      conv: frame.conv,
-      msgs: page.messages.map((m) => toEntry(m, session.user)),
-      next: page.next,
-      expired: page.expired,
-    });
+    await deps.limit.run(() => historyPage(deps, session, frame));
   } catch (err) {
     const code = errorCodeOf(err);
     deps.log.warn({ err }, 'history failed');
     syncMetrics.requests.inc({ type: 'history', result: code });
-    router.push(session, errorFor(code, frame.id));
+    deps.router.push(session, errorFor(code, frame.id));
   }
+}
+
+async function historyPage(deps: SyncDeps, session: SessionRef, frame: HistoryFrame): Promise<void> {
+  const { store, router } = deps;
+  if ((await store.getMember(frame.conv, session.user)) === null) {
+    // Only on the refusal path: tell a missing conversation from one the user is not in.
+    const code = (await store.getConversation(frame.conv)) === null ? 'not_found' : 'not_member';
+    syncMetrics.requests.inc({ type: 'history', result: code });
+    router.push(session, errorFor(code, frame.id));
+    return;
+  }
+  const page = await store.readBackward(frame.conv, frame.before ?? Number.MAX_SAFE_INTEGER, frame.limit);
+  syncMetrics.requests.inc({ type: 'history', result: 'ok' });
+  router.push(session, {
+    t: 'history.page',
+    id: frame.id,
+    conv: frame.conv,
+    msgs: page.messages.map((m) => toEntry(m, session.user)),
+    next: page.next,
+    expired: page.expired,
+  });
 }
 
 function pushed(r: string): boolean {

@@ -127,6 +127,7 @@ t.test('a device that never acks is disconnected with 4001 after deliveryMaxRetr
   send(alicePhone, 'bob', 'hi');
   await until(() => bobPhone.msgs().length === 1 && aliceLaptop.msgs().length === 1, 'pushed');
   aliceLaptop.send({ t: 'dack', conv: CONV, seq: 1 });
+  await settle();
   for (const ms of [1000, 2000, 4000]) await w.advance(ms);
   await until(() => bobPhone.msgs().length === 4, 'three retries');
   t.equal(bobPhone.closed, null);

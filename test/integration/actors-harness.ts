@@ -62,10 +62,11 @@ export class AppendControl {
       },
       append: async (drafts: MessageDraft[]) => {
         this.appends.push(drafts.length);
-        if (this.gate) await this.gate;
+        // The failure is picked when the append starts, so a held append is not the one that fails.
         const fail = this.failNext;
+        this.failNext = null;
+        if (this.gate) await this.gate;
         if (fail) {
-          this.failNext = null;
           if (fail.commitFirst > 0) fail.error.committed = await w.append(drafts.slice(0, fail.commitFirst));
           throw fail.error;
         }

@@ -114,11 +114,12 @@ const FAST_FLAGS = [
 export async function startCassandra(): Promise<CassandraService> {
   const java = ensureJava();
   const classpath = ensureJars();
+  const javaVersion = spawnSync(java, ['-version'], { encoding: 'utf8' }).stderr;
   let lastError: unknown;
   // Free ports are picked before java binds them; on a clash try once more with fresh ones.
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     try {
-      return await startOnce(java, classpath);
+      return await startOnce(java, javaVersion, classpath);
     } catch (err) {
       lastError = err;
       if (!(err instanceof Error && /address already in use|BindException/i.test(err.message))) break;
@@ -242,9 +243,9 @@ function fetchJars(): void {
  * the JVM skip it with a warning), so its name is a hash of all three. Jar sizes and times are in
  * the hash too, in case a jar was replaced under the same name.
  */
-function cdsArchivePath(java: string, flags: string[], classpath: string): string {
+function cdsArchivePath(javaVersion: string, flags: string[], classpath: string): string {
   const hash = createHash('sha256');
-  hash.update(spawnSync(java, ['-Xshare:auto', '-version'], { encoding: 'utf8' }).stderr);
+  hash.update(javaVersion);
   hash.update(flags.join('\n'));
   for (const jar of classpath.split(':')) {
     const st = statSync(jar);
@@ -287,7 +288,7 @@ function logbackXml(logFile: string): string {
 `;
 }
 
-async function startOnce(java: string, classpath: string): Promise<CassandraService> {
+async function startOnce(java: string, javaVersion: string, classpath: string): Promise<CassandraService> {
   const dir = mkdtempSync(join(tmpdir(), 'ticks-cassandra-'));
   const logDir = join(dir, 'logs');
   mkdirSync(logDir);
@@ -299,7 +300,7 @@ async function startOnce(java: string, classpath: string): Promise<CassandraServ
 
   const flags = [...FAST_FLAGS, ...JPMS_FLAGS];
   mkdirSync(cdsDir, { recursive: true });
-  const archive = cdsArchivePath(java, flags, classpath);
+  const archive = cdsArchivePath(javaVersion, flags, classpath);
   const haveArchive = existsSync(archive);
   // Written at exit to a temp name and renamed after a clean stop, so a run that is killed while
   // dumping never leaves a truncated archive under the real name.
@@ -344,14 +345,15 @@ async function startOnce(java: string, classpath: string): Promise<CassandraServ
   } catch (err) {
     const tail = (file: string): string =>
       existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').slice(-40).join('\n') : '(none)';
-    console.error(`[cassandra] start failed; last lines of ${systemLog}:\n${tail(systemLog)}`);
-    console.error(`[cassandra] last lines of the JVM's output (${outputLog}):\n${tail(outputLog)}`);
+    const systemTail = tail(systemLog);
+    const outputTail = tail(outputLog);
+    console.error(`[cassandra] start failed; last lines of its log (WARN and above):\n${systemTail}`);
+    console.error(`[cassandra] last lines of the JVM's own output:\n${outputTail}`);
     await stop();
+    const portClash = /BindException|already in use/i.test(systemTail + outputTail);
     throw new Error(
-      `Cassandra did not start (CQL port ${nativePort}, storage port ${storagePort}): ${(err as Error).message}\n` +
-        tail(systemLog) +
-        '\n' +
-        tail(outputLog),
+      `Cassandra did not start (CQL port ${nativePort}, storage port ${storagePort}): ${(err as Error).message}` +
+        (portClash ? ' (address already in use)' : ''),
     );
   }
   if (child.pid === undefined || !isRunning(child)) throw new Error('Cassandra exited right after start');

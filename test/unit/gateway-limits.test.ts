@@ -1,0 +1,110 @@
+import t from 'tap';
+import type { SessionRef } from '../../src/actors/session.js';
+import { ConnectionTable, shortReason, type ConnState, type SocketLike } from '../../src/gateway/connections.js';
+import { FrameRateLimiter, WindowCounter } from '../../src/gateway/limits.js';
+import { decodeServerFrame } from '../../src/protocol/codec.js';
+import { CLOSE } from '../../src/protocol/codes.js';
+
+t.test('token bucket: burst, refill, rate_limited, then abuse past framesPerSecond rejections in a second', async (t) => {
+  const l = new FrameRateLimiter(10, 20, 0);
+  for (let i = 0; i < 20; i++) t.equal(l.take(0), 'ok', 'burst of 2x');
+  t.equal(l.take(0), 'limited');
+  t.equal(l.take(100), 'ok', 'one token after 100 ms at 10/s');
+  t.equal(l.take(100), 'limited');
+  let verdict = 'limited';
+  let rejected = 2;
+  while (verdict === 'limited') {
+    verdict = l.take(150);
+    rejected++;
+  }
+  t.equal(verdict, 'abuse');
+  t.equal(rejected, 11, 'the 11th rejection within one second is abuse (more than framesPerSecond)');
+  const calm = new FrameRateLimiter(10, 20, 0);
+  for (let s = 0; s < 5; s++) for (let i = 0; i < 10; i++) t.equal(calm.take(s * 1000 + i * 100), 'ok');
+});
+
+t.test('a client sending at 1.5x the rate is limited but never closed', async (t) => {
+  const l = new FrameRateLimiter(2, 4, 0);
+  const verdicts: string[] = [];
+  for (let ms = 0; ms < 20_000; ms += 333) verdicts.push(l.take(ms));
+  t.ok(verdicts.includes('limited'));
+  t.notOk(verdicts.includes('abuse'));
+});
+
+t.test('window counter trips past its limit within the window only', async (t) => {
+  const w = new WindowCounter(3, 1000, 0);
+  t.same([w.hit(0), w.hit(1), w.hit(2), w.hit(3)], [false, false, false, true]);
+  t.equal(w.hit(1000), false, 'new window');
+});
+
+class FakeSocket implements SocketLike {
+  sent: Uint8Array[] = [];
+  ended: [number, string][] = [];
+  buffered = 0;
+  nextResult = 1;
+  constructor(private readonly state: ConnState) {}
+  send(m: Uint8Array): number {
+    this.sent.push(m);
+    return this.nextResult;
+  }
+  end(code: number, reason: string): void {
+    this.ended.push([code, reason]);
+  }
+  getBufferedAmount(): number {
+    return this.buffered;
+  }
+  getUserData(): ConnState {
+    return this.state;
+  }
+  cork(cb: () => void): void {
+    cb();
+  }
+}
+
+const ref: SessionRef = { node: 'n', shard: 0, connId: 5, user: 'alice', device: 'phone' };
+const pong = { t: 'pong', id: 1 } as const;
+const state = (): ConnState => ({ session: { ...ref }, refusal: null, ending: false, limiter: null, protocolErrors: null });
+
+t.test('push reports sent, buffered, and closes a slow consumer with 4001 on overflow', async (t) => {
+  const table = new ConnectionTable(1000);
+  const ws = new FakeSocket(state());
+  table.add(5, ws);
+  t.equal(table.push(ref, pong), 'sent');
+  t.same(decodeServerFrame(ws.sent[0]!), { ok: true, frame: pong });
+  ws.nextResult = 0;
+  ws.buffered = 500;
+  t.equal(table.push(ref, pong), 'buffered');
+  ws.buffered = 1500;
+  t.equal(table.push(ref, pong), 'overflow', 'buffered past maxBackpressureBytes');
+  t.same(ws.ended, [[CLOSE.slowConsumer, 'slow consumer']]);
+  t.equal(table.push(ref, pong), 'closed', 'nothing more after the close decision');
+
+  const ws2 = new FakeSocket(state());
+  table.add(6, ws2);
+  const ref2 = { ...ref, connId: 6 };
+  ws2.nextResult = 2;
+  t.equal(table.push(ref2, pong), 'overflow', 'uWS dropped the frame');
+  t.same(ws2.ended, [[CLOSE.slowConsumer, 'slow consumer']]);
+});
+
+t.test('push and close ignore unknown or mismatched connections', async (t) => {
+  const table = new ConnectionTable(1000);
+  const ws = new FakeSocket(state());
+  table.add(5, ws);
+  t.equal(table.push({ ...ref, connId: 9 }, pong), 'closed');
+  t.equal(table.push({ ...ref, device: 'tablet' }, pong), 'closed', 'a reused id of another device is not this session');
+  table.close({ ...ref, user: 'bob' }, 4502, 'x');
+  t.same(ws.ended, []);
+  table.close(ref, CLOSE.replaced, 'replaced by a newer connection');
+  table.close(ref, CLOSE.replaced, 'again');
+  t.same(ws.ended, [[4502, 'replaced by a newer connection']], 'close is idempotent');
+  t.ok(table.remove(5));
+  t.notOk(table.remove(5));
+});
+
+t.test('close reasons are cut to 123 bytes on a character boundary', async (t) => {
+  t.equal(shortReason('short'), 'short');
+  const cut = shortReason('é'.repeat(100));
+  t.ok(Buffer.byteLength(cut) <= 123);
+  t.equal(cut, 'é'.repeat(61));
+});
