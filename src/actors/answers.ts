@@ -46,7 +46,8 @@ export function rejectCode(reason: RejectReason, cause: unknown): ErrorCode {
   }
 }
 
-const MESSAGES: Record<ErrorCode, string> = {
+// Partial: a code added to the protocol later still gets an answer (its own name) here.
+const MESSAGES: Partial<Record<ErrorCode, string>> = {
   bad_frame: 'bad frame',
   unknown_type: 'unknown frame type',
   invalid_field: 'invalid field',
@@ -65,5 +66,5 @@ const MESSAGES: Record<ErrorCode, string> = {
 };
 
 export function errorFor(code: ErrorCode, id?: number, detail?: string): ErrorFrame {
-  return errorFrame(code, detail ?? MESSAGES[code], id);
+  return errorFrame(code, detail ?? MESSAGES[code] ?? code.replace(/_/g, ' '), id);
 }

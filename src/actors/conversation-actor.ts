@@ -118,8 +118,9 @@ export class ConversationActor implements Actor<ConvMsg> {
 
   private onSend(m: ConvSend): void | Promise<void> {
     if (this.state !== null) return this.accept(this.state, m);
-    // First send to a direct conversation: create it, then go on (the mailbox waits meanwhile).
-    return this.createDirect(m).then((ok) => {
+    // Absent at activation: created since by another path, or a first send to a direct id that
+    // creates it. The mailbox waits meanwhile; only sends to missing conversations pay the read.
+    return this.resolve(m).then((ok) => {
       if (ok) this.accept(this.state!, m);
     });
   }
@@ -143,15 +144,20 @@ export class ConversationActor implements Actor<ConvMsg> {
     this.pump();
   }
 
-  /** Creates the direct conversation a first send addresses. False when the send was answered. */
-  private async createDirect(m: ConvSend): Promise<boolean> {
+  /** Loads or creates (direct ids only) the conversation a send addresses; false when answered. */
+  private async resolve(m: ConvSend): Promise<boolean> {
     const pair = parseDirectConversationId(this.ctx.key);
-    if (pair === null || !pair.includes(m.session.user)) {
-      this.answerError(m, 'not_found');
-      return false;
-    }
-    const [a, b] = pair;
     try {
+      const existing = await this.deps.store.getConversation(this.ctx.key);
+      if (existing !== null) {
+        this.adopt(await this.load(existing));
+        return true;
+      }
+      if (pair === null || !pair.includes(m.session.user)) {
+        this.answerError(m, 'not_found');
+        return false;
+      }
+      const [a, b] = pair;
       const { conversation } = await this.deps.store.createConversation({
         id: this.ctx.key,
         kind: 'direct',
@@ -162,7 +168,7 @@ export class ConversationActor implements Actor<ConvMsg> {
       this.adopt(await this.load(conversation));
       return true;
     } catch (err) {
-      this.deps.log.warn({ err }, 'creating a direct conversation failed');
+      this.deps.log.warn({ err }, 'loading or creating a conversation failed');
       this.answerError(m, errorCodeOf(err));
       return false;
     }

@@ -181,6 +181,7 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
         log.warn({ err, kind }, 'actor activation failed');
         const rest = this.remove(entry, 'activation_failed');
         for (const e of rest) if (!e.self) this.reject(spec, kind, key, e.msg, 'activation_failed', err);
+        if (this.draining) this.wakeDrain();
       },
     );
     return entry;

@@ -121,6 +121,10 @@ export class UserActor implements Actor<UserMsg> {
 
   /** Pushes and tracks one delivery; false when the device is gone (closed or disconnected). */
   private push(id: string, d: Device, frame: MsgFrame): boolean {
+    if (d.pending.size >= this.deps.maxPendingPerDevice) {
+      this.disconnect(id, 'too_many_pending');
+      return false;
+    }
     const result = this.deps.router.push(d.session, frame);
     deliveryMetrics.pushed.inc();
     if (result === 'closed' || result === 'overflow') {
@@ -130,10 +134,6 @@ export class UserActor implements Actor<UserMsg> {
     }
     const now = this.deps.clock.now();
     d.pending.add(frame, now, this.deps.deliveryRetryMs);
-    if (d.pending.size > this.deps.maxPendingPerDevice) {
-      this.disconnect(id, 'too_many_pending');
-      return false;
-    }
     this.arm(id, d);
     return true;
   }

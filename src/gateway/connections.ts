@@ -119,6 +119,7 @@ export function endSocket(ws: SocketLike, code: number, reason: string): void {
   const s = ws.getUserData();
   if (s.ending) return;
   s.ending = true;
+  if (process.env.DEBUG_END) console.error('DEBUG end', code, reason, s.session?.connId, new Error().stack?.split('\n').slice(2, 6).join(' | '));
   ws.end(code, shortReason(reason));
 }
 

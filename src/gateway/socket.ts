@@ -174,6 +174,7 @@ export function socketBehavior(d: SocketDeps): uWS.WebSocketBehavior<ConnState> 
       gatewayMetrics.closes.inc({ code: closeLabel(code) });
       if (s.session === null || !d.table.remove(s.session.connId)) return;
       gatewayMetrics.connections.dec();
+      d.log.debug({ code, connId: s.session.connId }, 'session closed');
       try {
         d.handler().closed(s.session, code);
       } catch (err) {

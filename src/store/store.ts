@@ -54,14 +54,21 @@ export interface Store {
   /** Replaces the conversation's metadata. `store.not_found` when it does not exist. */
   updateConversationMeta(id: string, meta: Record<string, string>): Promise<void>;
 
-  /** Adds a member or changes its role (upsert). Also adds the conversation to the user's list. */
+  /**
+   * Adds a member or changes its role (upsert). Also adds the conversation to the user's list.
+   * `store.not_found` when the conversation does not exist.
+   */
   putMember(conversationId: string, userId: string, role: Role, joinedAtMs: number): Promise<void>;
   /** Removes a member and the conversation from the user's list. A no-op when not a member. */
   removeMember(conversationId: string, userId: string): Promise<void>;
   getMember(conversationId: string, userId: string): Promise<Member | null>;
   /** Members ordered by user id, `limit` at a time, starting after `afterUserId`. */
   listMembers(conversationId: string, opts?: { afterUserId?: string; limit?: number }): Promise<Member[]>;
-  /** The user's conversations with each conversation's current head seq (sync starts from this). */
+  /**
+   * The user's conversations with each conversation's head (sync starts from this). The head covers
+   * every acknowledged append; it may trail a batch whose append never resolved (timed out) until
+   * the conversation is next written or opened.
+   */
   listUserConversations(userId: string): Promise<UserConversation[]>;
 
   // ---- message log ------------------------------------------------------------------------------
@@ -114,7 +121,10 @@ export interface Store {
 
   /** Registers a device or updates its platform (upsert; keeps an existing push token). */
   putDevice(device: Omit<Device, 'pushProvider' | 'pushToken'>): Promise<void>;
-  /** Sets or clears (null) a device's push token. `store.not_found` when the device is unknown. */
+  /**
+   * Sets or clears (token null, which also clears the provider) a device's push token.
+   * `store.not_found` when the device is unknown.
+   */
   setPushToken(userId: string, deviceId: string, provider: Device['pushProvider'], token: string | null): Promise<void>;
   listDevices(userId: string): Promise<Device[]>;
   removeDevice(userId: string, deviceId: string): Promise<void>;
@@ -127,8 +137,9 @@ export interface Store {
  *   touches (one in the common case), fenced by the writer's epoch. It resolves only when every new
  *   message is durable; the caller acks senders after that, never before.
  * - Idempotent on (conversation, senderDevice, clientMsgId) for the configured idempotency TTL: a
- *   replay returns the original seq and messageId with `duplicate: true` and writes nothing. Two drafts
- *   with the same key in one batch get the same result.
+ *   replay returns the original seq and messageId with `duplicate: true` and writes nothing. When two
+ *   drafts in one batch share a key, the first is written and the later ones are reported as its
+ *   duplicates.
  * - Never overwrites a stored message. When another writer's message already holds a seq, the batch
  *   fails with `store.conflict`; when the epoch was superseded it fails with `store.stale_epoch`.
  *   After either, the writer is closed and every later call fails with the same error. A batch that

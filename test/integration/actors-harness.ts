@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { ManualClock } from '../../src/actors/clock.js';
 import { ClockEpochSource } from '../../src/actors/epochs.js';
 import type { ConnectionSink, PushResult, SessionRef } from '../../src/actors/session.js';
-import { createShardActors, type ShardActors } from '../../src/actors/shard-actors.js';
+import { createShardActors, type ShardActors, type ShardActorsOptions } from '../../src/actors/shard-actors.js';
 import { MemoryShardNetwork } from '../../src/actors/shard-link.js';
 import type { ActorsConfig } from '../../src/config/schema.js';
 import type { ClientFrame, MsgFrame, ServerFrame, ServerFrameOf, ServerFrameType } from '../../src/protocol/client-frames.js';
@@ -133,7 +133,11 @@ export class World {
   private readonly devices = new Map<number, Device>();
   private nextConn = 1;
 
-  constructor(shardCount = 2, config: Partial<ActorsConfig> = {}) {
+  constructor(
+    shardCount = 2,
+    config: Partial<ActorsConfig> = {},
+    extra: Pick<Partial<ShardActorsOptions>, 'maxPendingPerDevice' | 'maxConcurrentReads' | 'attachTimeoutMs'> = {},
+  ) {
     this.dir = mkdtempSync(join(tmpdir(), 'ticks-actors-'));
     this.raw = new EmbeddedStore({ path: join(this.dir, 'db'), bucketSize: 4, idempotencyTtlMs: 3_600_000 });
     const control = this.control;
@@ -173,6 +177,7 @@ export class World {
         link: this.net.link(shard),
         clock: this.clock,
         epochs: this.epochs,
+        ...extra,
       });
       this.net.attach(shard, actors.onLinkMessage);
       this.shards.push(actors);

@@ -31,7 +31,7 @@ t.test('/metrics merges every thread: both shards and main, counters summed', as
   t.match(body, /^ticks_eventloop_lag_seconds\{thread="0"\} /m);
   t.match(body, /^ticks_eventloop_lag_seconds\{thread="1"\} /m);
   t.equal(metric(body, /^ticks_gateway_connections (\d+)$/m), 16, 'the gauge is the sum over shards');
-  if (metric(body, /^ticks_gateway_connections (\d+)$/m) !== 16) console.error('DEBUG', body.split('\n').filter((l) => l.startsWith('ticks_gateway_conn') || l.startsWith('ticks_eventloop')).join('\n'));
+  if (metric(body, /^ticks_gateway_connections (\d+)$/m) !== 16) console.error('DEBUG', clients.map((c) => c.ws.readyState + ':' + JSON.stringify(c.frames.map((f) => f.t))).join(' '), body.split('\n').filter((l) => l.startsWith('ticks_gateway_conn') || l.startsWith('ticks_eventloop')).join('\n'));
   t.equal(metric(body, /^ticks_gateway_connections_total\{result="opened"\} (\d+)$/m), 16);
   t.equal(body.match(/^process_cpu_user_seconds_total /gm)?.length, 1, 'process metrics once (main thread only)');
   t.match(body, /^ticks_node_shards_up 2$/m);

@@ -73,7 +73,7 @@ export function connect(url: string, headers: Record<string, string> = {}): Clie
     frames.push(r.frame);
     for (const w of waiters.splice(0)) w();
   });
-  ws.on('error', () => {});
+  ws.on('error', (err) => { if (process.env.DEBUG_WS) console.error('DEBUG ws error', err.message); });
   const closed = new Promise<{ code: number; reason: string }>((resolve) => {
     ws.on('close', (code, reason) => {
       resolve({ code, reason: reason.toString() });

@@ -241,3 +241,52 @@ t.test('cursor writes are merged per device and conversation, flushed per tick, 
   await b.flush();
   t.same(writes[2], [{ userId: 'u', deviceId: 'd', conversationId: 'c', seq: 9 }], 'flush writes at once (drain)');
 });
+
+t.test('the MessagePort link carries frames between shards without detaching the encoder buffer', async (t) => {
+  const { MessageChannel } = await import('node:worker_threads');
+  const { portShardLink, receiveFromPorts } = await import('../../src/actors/port-link.js');
+  const ch = new MessageChannel();
+  const link0 = portShardLink([undefined, ch.port1]);
+  const got: unknown[] = [];
+  receiveFromPorts([ch.port2, undefined], (b) => got.push(decodeThreadFrame(b)));
+  const conn = { node: 'n', shard: 1, connId: 1, user: 'u', device: 'd' };
+  const first = encodeThreadFrame({ v: 1, t: 'attached', conn });
+  link0.post(1, first);
+  link0.post(1, encodeThreadFrame({ v: 1, t: 'close', conn, code: 4000, reason: 'bye' }));
+  t.equal(decodeThreadFrame(first).t, 'attached', 'the posted bytes are still readable (cloned, not transferred)');
+  while (got.length < 2) await new Promise((r) => setTimeout(r, 1));
+  t.same(got, [
+    { v: 1, t: 'attached', conn },
+    { v: 1, t: 'close', conn, code: 4000, reason: 'bye' },
+  ]);
+  ch.port1.close();
+  t.throws(() => link0.post(0, first), /no link to shard 0/);
+});
+
+t.test('a concurrency limit runs at most max tasks and keeps FIFO order', async (t) => {
+  const { ConcurrencyLimit } = await import('../../src/actors/sync.js');
+  const limit = new ConcurrencyLimit(2);
+  const order: string[] = [];
+  const gates: (() => void)[] = [];
+  const task = (name: string) => () =>
+    new Promise<void>((r) => {
+      order.push(`start ${name}`);
+      gates.push(() => {
+        order.push(`end ${name}`);
+        r();
+      });
+    });
+  const all = Promise.all(['a', 'b', 'c', 'd'].map((n) => limit.run(task(n))));
+  await settle();
+  t.same(order, ['start a', 'start b']);
+  t.equal(limit.queued, 2);
+  gates.shift()!();
+  await settle();
+  t.same(order, ['start a', 'start b', 'end a', 'start c']);
+  while (gates.length > 0) {
+    gates.shift()!();
+    await settle();
+  }
+  await all;
+  t.same(order.filter((x) => x.startsWith('start')), ['start a', 'start b', 'start c', 'start d']);
+});

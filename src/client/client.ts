@@ -1,0 +1,295 @@
+import type { ConversationKind, HelloFrame, MessageEntry, ReceiptKind, SentFrame, ServerFrame, SyncedFrame } from '../protocol/client-frames.js';
+import { CLIENT_MSG_ID_PATTERN, MAX_PAGE_LIMIT } from '../protocol/client-frames.js';
+import { isConversationId, isUserId } from '../protocol/ids.js';
+import { AckBatcher } from './acks.js';
+import { CatchUp } from './catch-up.js';
+import { Connection, type TokenSource } from './connection.js';
+import { TypedEmitter } from './emitter.js';
+import { MemoryOutboxStorage, newClientMessageId, Outbox, type OutboxStorage } from './outbox.js';
+import { ReceiptBook, type ConversationReceipts } from './receipts.js';
+import { Receiver, toMessage } from './receiver.js';
+import { DEFAULT_BACKOFF, systemClock, type BackoffOptions, type Clock } from './timing.js';
+import type { TransportOptions } from './transport.js';
+import { ClientError, type ClientEvents, type ClientState, type Message, type MessageSource, type SendResult } from './types.js';
+
+export interface ClientOptions extends TransportOptions {
+  /** The server's ws:// or wss:// origin, e.g. `ws://127.0.0.1:8080` (a trailing `/ws` is fine). */
+  url: string;
+  /** A JWT, or a provider called before every connection attempt (so an expired token is refreshed). */
+  token: TokenSource;
+  /** Where unsent messages wait; default in memory. */
+  outboxStorage?: OutboxStorage;
+  /** Per-conversation cursors an app persisted (`cursors()` of an earlier run): sync is exact from them. */
+  cursors?: Record<string, number>;
+  clock?: Clock;
+  /** Random numbers in [0, 1) for jitter; default Math.random. */
+  random?: () => number;
+  /** Reconnect and retry backoff; default 0.5 s doubling to 30 s. */
+  backoff?: Partial<BackoffOptions>;
+  /** A session up this long after hello resets the reconnect backoff. Default 10 s. */
+  stableAfterMs?: number;
+  /** Added to the backoff after close 4003 (rate limited). Default 3 s. */
+  rateLimitedFloorMs?: number;
+  /** Reconnect when no hello arrived this long after opening the socket. Default 10 s. */
+  helloTimeoutMs?: number;
+  /** Reconnect when a keep-alive ping got no answer this long. Default 10 s. */
+  pingTimeoutMs?: number;
+  /** `sync.limit`. Default 100. */
+  syncLimit?: number;
+  /** Wait before repairing a gap (a redelivery may fill it). Default 500 ms. */
+  gapRepairDelayMs?: number;
+  /** Batching window of dack and read frames. Default 100 ms. */
+  ackDelayMs?: number;
+  /** Message ids remembered for dedupe. Default 20,000. */
+  recentIds?: number;
+}
+
+export type SendTarget = { to: string; conv?: undefined } | { conv: string; to?: undefined };
+
+export interface HistoryPage {
+  conv: string;
+  /** Newest first. */
+  messages: Message[];
+  /** `before` for the next older page; null when there is nothing older. */
+  next: number | null;
+  /** Older messages existed but were deleted by retention. */
+  expired: boolean;
+}
+
+// Room left beside the outbox's sends for sync, history and ping within maxInflightRequests.
+const RESERVED_REQUESTS = 4;
+
+/**
+ * A ticks client for Node and browsers (docs/PROTOCOL.md). Connects and reconnects by itself, keeps
+ * unsent messages in an outbox until they are stored, emits each received message once and in seq
+ * order per conversation, acks what it holds, and catches up exactly after every reconnect.
+ *
+ * Events (see ClientEvents): `message`, `sent`, `send-failed`, `receipt`, `synced` (caught up),
+ * `gap-expired`, `error`, `state`, `closed` (terminal), `hello`.
+ */
+export class TicksClient extends TypedEmitter<ClientEvents> {
+  readonly #conn: Connection;
+  readonly #receiver: Receiver;
+  readonly #receipts = new ReceiptBook();
+  readonly #outbox: Outbox;
+  readonly #catchUp: CatchUp;
+  readonly #acks: AckBatcher;
+  #hello: HelloFrame | undefined;
+  #started = false;
+
+  constructor(o: ClientOptions) {
+    super();
+    const clock = o.clock ?? systemClock;
+    const random = o.random ?? Math.random;
+    const backoff: BackoffOptions = { ...DEFAULT_BACKOFF, ...o.backoff };
+    this.#receiver = new Receiver(
+      {
+        deliver: (m) => this.emit('message', m),
+        advanced: (conv) => this.#acks.dack(conv),
+        gap: (conv) => this.#catchUp.scheduleRepair(conv),
+        unknown: () => this.#catchUp.requestSync(),
+        expired: (event) => this.emit('gap-expired', event),
+      },
+      { recentIds: o.recentIds ?? 20_000, cursors: o.cursors },
+    );
+    this.#conn = new Connection(
+      {
+        url: o.url,
+        token: o.token,
+        transport: { webSocketFactory: o.webSocketFactory, webSocketImpl: o.webSocketImpl },
+        clock,
+        random,
+        backoff,
+        stableAfterMs: o.stableAfterMs ?? 10_000,
+        rateLimitedFloorMs: o.rateLimitedFloorMs ?? 3_000,
+        helloTimeoutMs: o.helloTimeoutMs ?? 10_000,
+        pingTimeoutMs: o.pingTimeoutMs ?? 10_000,
+      },
+      {
+        open: (hello, session) => {
+          this.#hello = hello;
+          this.emit('hello', hello);
+          this.#catchUp.onOpen(session);
+          this.#outbox.flush();
+          this.#acks.onOpen();
+        },
+        frame: (frame) => this.#onFrame(frame),
+        down: () => {
+          this.#outbox.onDown();
+          this.#catchUp.onDown();
+          this.#acks.onDown();
+        },
+        state: (event) => this.emit('state', event),
+        closed: (event) => {
+          this.#outbox.close();
+          this.#acks.close();
+          this.emit('closed', event);
+        },
+        error: (error) => this.emit('error', { error }),
+      },
+    );
+    this.#outbox = new Outbox({
+      storage: o.outboxStorage ?? new MemoryOutboxStorage(),
+      clock,
+      random,
+      backoff,
+      session: () => this.#conn.session,
+      maxInflight: () => Math.max(1, (this.#hello?.limits.maxInflightRequests ?? 64) - RESERVED_REQUESTS),
+      sent: (cmid, frame) => this.#onSent(cmid, frame),
+      failed: (cmid, error) => this.emit('send-failed', { cmid, error }),
+    });
+    this.#catchUp = new CatchUp({
+      receiver: this.#receiver,
+      clock,
+      random,
+      backoff,
+      syncLimit: Math.min(Math.max(o.syncLimit ?? 100, 1), MAX_PAGE_LIMIT),
+      gapRepairDelayMs: o.gapRepairDelayMs ?? 500,
+      session: () => this.#conn.session,
+      feed: (conv, kind, entry, source) => this.#feed(conv, kind, entry, source),
+      synced: (frame, rounds, final) => this.#onSynced(frame, rounds, final),
+      error: (error, conv) => this.emit('error', conv === undefined ? { error } : { error, conv }),
+    });
+    this.#acks = new AckBatcher({
+      clock,
+      delayMs: o.ackDelayMs ?? 100,
+      have: (conv) => this.#receiver.peek(conv)?.have,
+      post: (frame) => this.#conn.post(frame),
+    });
+  }
+
+  get state(): ClientState {
+    return this.#conn.state;
+  }
+  /** The last hello: user, device, node and this connection's limits. */
+  get hello(): HelloFrame | undefined {
+    return this.#hello;
+  }
+  /** True after the last (re)connect's sync said the device is caught up. */
+  get caughtUp(): boolean {
+    return this.#catchUp.caughtUp;
+  }
+
+  /** Starts connecting (and reconnecting); resolves at the first hello, rejects on a terminal close. */
+  async connect(): Promise<HelloFrame> {
+    if (!this.#started) {
+      this.#started = true;
+      await this.#outbox.restore();
+      this.#conn.start();
+    }
+    await this.#conn.whenOpen();
+    return this.#hello!;
+  }
+
+  /** Closes for good. Unsent messages stay in the outbox storage; their promises reject. */
+  close(): void {
+    this.#acks.flush();
+    this.#conn.stop();
+  }
+
+  /**
+   * Sends `body` to a user (`{to}`, the direct conversation) or a conversation (`{conv}`). Resolves
+   * once the message is durably stored. Retried under the same cmid across reconnects and retryable
+   * errors; rejects with the server's error code on a non-retryable one. Works while disconnected:
+   * the message waits in the outbox. `opts.cmid` lets an app choose the idempotency key.
+   */
+  async send(target: SendTarget, body: Uint8Array, opts: { cmid?: string } = {}): Promise<SendResult> {
+    const invalid = (field: string, msg: string) => new ClientError('invalid_field', msg, { retryable: false, field });
+    if (target.to !== undefined ? !isUserId(target.to) || target.conv !== undefined : !isConversationId(target.conv)) {
+      throw invalid(target.to !== undefined ? 'to' : 'conv', 'send needs exactly one of a valid `to` user id or `conv` id');
+    }
+    if (!(body instanceof Uint8Array)) throw invalid('body', 'body must be a Uint8Array');
+    const maxBody = this.#hello?.limits.maxBodyBytes;
+    if (maxBody !== undefined && body.byteLength > maxBody) {
+      throw new ClientError('body_too_large', `body of ${body.byteLength} bytes exceeds ${maxBody}`, { retryable: false, field: 'body' });
+    }
+    const cmid = opts.cmid ?? newClientMessageId();
+    if (!CLIENT_MSG_ID_PATTERN.test(cmid)) throw invalid('cmid', 'cmid must be 1 to 64 printable ASCII characters without space');
+    const record = target.to !== undefined ? { cmid, to: target.to, body, createdAtMs: Date.now() } : { cmid, conv: target.conv, body, createdAtMs: Date.now() };
+    return this.#outbox.submit(record);
+  }
+
+  /** Marks `conv` read up to `seq` (cumulative; a lower seq than before is a no-op). */
+  markRead(conv: string, seq: number): void {
+    const have = this.#receiver.peek(conv)?.have;
+    const upTo = have === undefined ? seq : Math.min(seq, have);
+    if (upTo < 1 || !this.#acks.read(conv, upTo)) return;
+    this.#receipts.apply(conv, 'read', this.#hello?.user ?? '', upTo, this.#hello?.user ?? '');
+  }
+
+  /** One page of older messages, newest first: seq below `before` (or the newest when absent). */
+  async history(conv: string, before?: number, limit = 50): Promise<HistoryPage> {
+    const session = await this.#conn.whenOpen();
+    const frame = { t: 'history' as const, conv, limit: Math.min(Math.max(Math.floor(limit), 1), MAX_PAGE_LIMIT) };
+    const page = await session.request(before === undefined ? frame : { ...frame, before });
+    // Pages also feed the receive order: a page may hold messages this device has not seen yet.
+    for (const entry of page.msgs) this.#feed(conv, undefined, entry, 'history');
+    const kind = this.#receiver.peek(conv)?.kind;
+    return { conv, messages: page.msgs.map((e) => toMessage(conv, kind, e, 'history')), next: page.next, expired: page.expired };
+  }
+
+  /** The highest seq this device holds contiguously in `conv` (undefined: not known yet). */
+  cursor(conv: string): number | undefined {
+    return this.#receiver.peek(conv)?.have;
+  }
+  /** Every known cursor: persist these and pass them as `cursors` next time for an exact sync. */
+  cursors(): Record<string, number> {
+    return this.#receiver.cursors();
+  }
+  /** How far the other users of `conv` have received and read. */
+  receipts(conv: string): ConversationReceipts {
+    return this.#receipts.peers(conv);
+  }
+  /** How far this user has read `conv` (on any device). */
+  readCursor(conv: string): number {
+    return Math.max(this.#receipts.ownRead(conv), this.#acks.readSeq(conv));
+  }
+  /** cmids of sends not yet stored, oldest first. */
+  pendingSends(): string[] {
+    return this.#outbox.pending();
+  }
+
+  #onFrame(frame: ServerFrame): void {
+    switch (frame.t) {
+      case 'msg':
+        return this.#feed(frame.conv, frame.kind, frame, 'live');
+      case 'receipt':
+        return this.#receipt(frame.conv, frame.kind, frame.user, frame.seq, 'live', frame.device);
+      case 'error':
+        return this.emit('error', { error: new ClientError(frame.code, frame.msg, { retryable: frame.retry, field: frame.field }) });
+      default:
+        // Answers to requests of an ended session, or a second hello: nothing to do.
+        return;
+    }
+  }
+
+  #feed(conv: string, kind: ConversationKind | undefined, entry: MessageEntry, source: MessageSource): void {
+    // Our own message, seen stored (a sync after a lost `sent`): settles the outbox entry. If this
+    // process had it pending, the app learns of it through `sent`, not as a received message.
+    const own = entry.cmid !== undefined && entry.fdev === this.#hello?.device && this.#outbox.pending().includes(entry.cmid);
+    if (own) this.#outbox.settle(entry.cmid!, { conv, seq: entry.seq, mid: entry.mid, dup: true, ts: entry.ts });
+    const message = own ? undefined : toMessage(conv, kind, entry, source);
+    this.#receiver.accept(conv, { seq: entry.seq, mid: entry.mid, message }, kind);
+  }
+
+  #onSent(cmid: string, frame: SentFrame): void {
+    // The sending device gets no `msg` of its own message: `sent.seq` counts as received (PROTOCOL 3.1).
+    if (frame.id !== 0) this.#receiver.accept(frame.conv, { seq: frame.seq, mid: frame.mid, message: undefined });
+    this.emit('sent', { cmid, conv: frame.conv, seq: frame.seq, mid: frame.mid, dup: frame.dup, ts: frame.ts });
+  }
+
+  #receipt(conv: string, kind: ReceiptKind, user: string, seq: number, source: 'live' | 'sync', device?: string): void {
+    if (!this.#receipts.apply(conv, kind, user, seq, this.#hello?.user)) return;
+    this.emit('receipt', device === undefined ? { conv, kind, user, seq, source } : { conv, kind, user, device, seq, source });
+  }
+
+  #onSynced(frame: SyncedFrame, rounds: number, final: boolean): void {
+    const me = this.#hello?.user ?? '';
+    for (const [conv, seq] of Object.entries(frame.reads)) this.#receipt(conv, 'read', me, seq, 'sync');
+    for (const [conv, peer] of Object.entries(frame.peers ?? {})) {
+      this.#receipt(conv, 'delivered', peer.user, peer.delivered, 'sync');
+      this.#receipt(conv, 'read', peer.user, peer.read, 'sync');
+    }
+    if (final) this.emit('synced', { heads: frame.heads, reads: frame.reads, rounds });
+  }
+}

@@ -1,0 +1,137 @@
+import { TicksError } from '../lib/errors.js';
+import type { ConversationKind, HelloFrame, ReceiptKind } from '../protocol/client-frames.js';
+
+/**
+ * Public types of the client SDK: what the app receives in events and from calls. Pure types plus
+ * the SDK's error class; browser-safe.
+ */
+
+export type ClientState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** How a message reached this device. */
+export type MessageSource = 'live' | 'sync' | 'history';
+
+/** A message, emitted to the app once per message id, in seq order within its conversation. */
+export interface Message {
+  conv: string;
+  /** Known from `msg` and `sync.batch`; for a message first seen in a history page, from earlier frames. */
+  kind: ConversationKind | undefined;
+  seq: number;
+  mid: string;
+  from: string;
+  fdev: string;
+  body: Uint8Array;
+  ts: number;
+  /** The sender's client message id; present only on the sending user's own messages. */
+  cmid?: string;
+  source: MessageSource;
+}
+
+/** The result of a send: the message is durably stored (one tick). */
+export interface SendResult {
+  conv: string;
+  seq: number;
+  mid: string;
+  /** True when the server had stored this cmid before (a retry): seq and mid are the original ones. */
+  dup: boolean;
+  ts: number;
+}
+
+export interface SentEvent extends SendResult {
+  cmid: string;
+}
+
+export interface SendFailedEvent {
+  cmid: string;
+  error: ClientError;
+}
+
+export interface ReceiptEvent {
+  conv: string;
+  kind: ReceiptKind;
+  user: string;
+  /** For `delivered` receipts from a live frame: the device that acked. */
+  device?: string;
+  seq: number;
+  /** `live`: a receipt frame; `sync`: state learned from `synced.peers` or `synced.reads`. */
+  source: 'live' | 'sync';
+}
+
+export interface SyncedEvent {
+  /** Every conversation the user belongs to, with its head when the last round started. */
+  heads: Record<string, number>;
+  /** The user's read cursors. */
+  reads: Record<string, number>;
+  /** Sync rounds this catch-up took (more than one when the server paged with `more: true`). */
+  rounds: number;
+}
+
+/**
+ * Messages `from`..`to` (inclusive) of `conv` were deleted by retention before this device got
+ * them: they will never arrive. `from` is undefined when the device had no cursor for `conv`.
+ */
+export interface GapExpiredEvent {
+  conv: string;
+  from: number | undefined;
+  to: number;
+}
+
+export interface StateEvent {
+  state: ClientState;
+  /** Reconnect attempt (0 for the first retry), for `reconnecting`. */
+  attempt?: number;
+  /** Delay before the next connection attempt, for `reconnecting`. */
+  delayMs?: number;
+  /** The close code that caused a `reconnecting` or `closed` state, when there was one. */
+  code?: number;
+}
+
+/** The client stopped for good: a 45xx close code, a token that cannot be refreshed, or `close()`. */
+export interface ClosedEvent {
+  code: number;
+  reason: string;
+}
+
+export interface ErrorEvent {
+  error: ClientError;
+  /** The conversation the error is about, when known (dack, read, gap repair). */
+  conv?: string;
+}
+
+export interface ClientEvents {
+  hello: HelloFrame;
+  message: Message;
+  sent: SentEvent;
+  'send-failed': SendFailedEvent;
+  receipt: ReceiptEvent;
+  synced: SyncedEvent;
+  'gap-expired': GapExpiredEvent;
+  error: ErrorEvent;
+  state: StateEvent;
+  closed: ClosedEvent;
+}
+
+/**
+ * Errors of the SDK. `code` is a protocol error code (docs/PROTOCOL.md section 5) when the server
+ * sent an `error` frame, or one of the `client.*` codes below; `retryable` mirrors the frame's
+ * `retry`. Unknown server codes are passed through unchanged.
+ */
+export class ClientError extends TicksError {
+  /** For `invalid_field` and `body_too_large`: the offending field. */
+  readonly field: string | undefined;
+
+  constructor(code: string, message: string, options: { retryable: boolean; field?: string; cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'ClientError';
+    this.field = options.field;
+  }
+}
+
+/** The connection dropped before the answer arrived; the request may or may not have taken effect. */
+export const DISCONNECTED = 'client.disconnected';
+/** The client was closed (by `close()` or a terminal close code). */
+export const CLOSED = 'client.closed';
+/** The server sent something this SDK cannot make sense of (wrong answer type, undecodable frame). */
+export const PROTOCOL = 'client.protocol';
+/** A request got no answer in time. */
+export const TIMEOUT = 'client.timeout';
