@@ -63,7 +63,10 @@ export class ShardSupervisor {
     const results = await Promise.allSettled(started);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
+      // The shards that did start hold listen sockets: they must close them before their threads
+      // end, or the process aborts.
       this.stopping = true;
+      await this.broadcast({ t: 'drain', timeoutMs: 1000 }, 'drained', 5000);
       await Promise.all(this.slots.map((s) => s.worker?.terminate()));
       throw failed.reason;
     }

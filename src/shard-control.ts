@@ -31,7 +31,7 @@ export interface ShardInit {
 }
 
 export type MainToShard =
-  /** Shard `peer` restarted: use this port to reach it from now on. */
+  /** Shard `peer` restarted: reach it through this port from now on (and re-attach its users' sessions). */
   | { t: 'peer'; peer: number; port: MessagePort }
   | { t: 'verified'; req: number; outcome: VerifyOutcome | null; error?: string }
   /** Post this thread's metrics as JSON (for a merged scrape). */

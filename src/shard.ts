@@ -81,6 +81,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     maxConnections: Math.ceil(cfg.gateway.maxConnections / init.shardCount),
     maxInflightRequests: MAX_INFLIGHT_REQUESTS,
     verify,
+    clockToleranceS: cfg.auth.clockToleranceS,
     metricsText: async () => {
       const a = await request<Extract<MainToShard, { t: 'metrics-text' }>>({ t: 'metrics-request', req: nextReq++ });
       if (a.text === null) throw new Error(a.error ?? 'metrics unavailable');
@@ -156,9 +157,12 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   parent.onMessage((msg) => {
     switch (msg.t) {
       case 'peer': {
+        // Frames for the new incarnation queue in its port until it listens; sessions whose user
+        // actor died with the old one are closed (4005) by the actor layer so that they re-attach.
         peers[msg.peer]?.close();
         peers[msg.peer] = msg.port;
         attachPeer(msg.port);
+        actors.shardRestarted(msg.peer);
         return;
       }
       case 'verified':

@@ -1,12 +1,13 @@
 import { isTicksError } from '../lib/errors.js';
 import { UsageError, type CliIO, type Command } from './command.js';
+import { chatCommand } from './chat.js';
 import { tokenCommand } from './token.js';
 
 /**
  * The `ticks` command line (bin/ticks.js). Each subcommand is a Command in its own file; to add one,
  * import it and append it to COMMANDS.
  */
-export const COMMANDS: readonly Command[] = [tokenCommand];
+export const COMMANDS: readonly Command[] = [tokenCommand, chatCommand];
 
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));

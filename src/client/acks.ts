@@ -55,6 +55,15 @@ export class AckBatcher {
     this.#schedule();
   }
 
+  /**
+   * The server refused a frame without an id (rate_limited on a dack or read): we cannot tell which,
+   * so everything sent on this session goes again after the batching delay.
+   */
+  resend(): void {
+    this.onDown();
+    this.#schedule();
+  }
+
   onDown(): void {
     for (const conv of this.#dackedThisSession) {
       this.#dacked.delete(conv);

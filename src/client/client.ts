@@ -135,7 +135,7 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
       backoff,
       session: () => this.#conn.session,
       maxInflight: () => Math.max(1, (this.#hello?.limits.maxInflightRequests ?? 64) - RESERVED_REQUESTS),
-      sent: (cmid, frame) => this.#onSent(cmid, frame),
+      sent: (cmid, result, answer) => this.#onSent(cmid, result, answer),
       failed: (cmid, error) => this.emit('send-failed', { cmid, error }),
     });
     this.#catchUp = new CatchUp({
@@ -205,7 +205,9 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
     }
     const cmid = opts.cmid ?? newClientMessageId();
     if (!CLIENT_MSG_ID_PATTERN.test(cmid)) throw invalid('cmid', 'cmid must be 1 to 64 printable ASCII characters without space');
-    const record = target.to !== undefined ? { cmid, to: target.to, body, createdAtMs: Date.now() } : { cmid, conv: target.conv, body, createdAtMs: Date.now() };
+    // A copy: a retry must send the bytes as they were, whatever the app does with its buffer.
+    const copy = body.slice();
+    const record = target.to !== undefined ? { cmid, to: target.to, body: copy, createdAtMs: Date.now() } : { cmid, conv: target.conv, body: copy, createdAtMs: Date.now() };
     return this.#outbox.submit(record);
   }
 
@@ -256,6 +258,9 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
       case 'receipt':
         return this.#receipt(frame.conv, frame.kind, frame.user, frame.seq, 'live', frame.device);
       case 'error':
+        // An error without a request id is about a dack or read (they have no id); a retryable one
+        // means the frame was not processed.
+        if (frame.id === undefined && frame.retry) this.#acks.resend();
         return this.emit('error', { error: new ClientError(frame.code, frame.msg, { retryable: frame.retry, field: frame.field }) });
       default:
         // Answers to requests of an ended session, or a second hello: nothing to do.
@@ -266,16 +271,17 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
   #feed(conv: string, kind: ConversationKind | undefined, entry: MessageEntry, source: MessageSource): void {
     // Our own message, seen stored (a sync after a lost `sent`): settles the outbox entry. If this
     // process had it pending, the app learns of it through `sent`, not as a received message.
-    const own = entry.cmid !== undefined && entry.fdev === this.#hello?.device && this.#outbox.pending().includes(entry.cmid);
+    const own = entry.cmid !== undefined && entry.fdev === this.#hello?.device && this.#outbox.has(entry.cmid);
     if (own) this.#outbox.settle(entry.cmid!, { conv, seq: entry.seq, mid: entry.mid, dup: true, ts: entry.ts });
     const message = own ? undefined : toMessage(conv, kind, entry, source);
     this.#receiver.accept(conv, { seq: entry.seq, mid: entry.mid, message }, kind);
   }
 
-  #onSent(cmid: string, frame: SentFrame): void {
-    // The sending device gets no `msg` of its own message: `sent.seq` counts as received (PROTOCOL 3.1).
-    if (frame.id !== 0) this.#receiver.accept(frame.conv, { seq: frame.seq, mid: frame.mid, message: undefined });
-    this.emit('sent', { cmid, conv: frame.conv, seq: frame.seq, mid: frame.mid, dup: frame.dup, ts: frame.ts });
+  #onSent(cmid: string, result: SendResult, answer: SentFrame | undefined): void {
+    // The sending device gets no `msg` of its own message: `sent.seq` counts as received (PROTOCOL
+    // 3.1). Settled without an answer, the message is being fed by the sync batch that showed it.
+    if (answer !== undefined) this.#receiver.accept(answer.conv, { seq: answer.seq, mid: answer.mid, message: undefined });
+    this.emit('sent', { cmid, ...result });
   }
 
   #receipt(conv: string, kind: ReceiptKind, user: string, seq: number, source: 'live' | 'sync', device?: string): void {

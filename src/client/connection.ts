@@ -3,7 +3,8 @@ import { CLOSE, isReconnectable } from '../protocol/codes.js';
 import { connectUrl } from '../protocol/handshake.js';
 import { Session } from './session.js';
 import { fullJitterDelayMs, type BackoffOptions, type Clock, type TimerHandle } from './timing.js';
-import { messageBytes, resolveTransport, type ResolvedTransport, type TransportOptions, type WebSocketLike } from './transport.js';
+import { messageBytes, resolveTransport, type ResolvedTransport, type TransportOptions } from './transport.js';
+import type { WebSocketLike } from './websocket.js';
 import { ClientError, CLOSED, DISCONNECTED, type ClientState, type ClosedEvent, type StateEvent } from './types.js';
 
 /**
@@ -171,11 +172,11 @@ export class Connection {
   }
 
   #onClose(socket: WebSocketLike, code: number, reason: string): void {
-    if (socket !== this.#socket || this.#state === 'closed') return;
+    if (socket !== this.#socket) return;
     const wasOpen = this.#open;
     this.#endSocket(new ClientError(DISCONNECTED, `connection closed (${code}${reason ? ` ${reason}` : ''})`, { retryable: true }));
     if (wasOpen) this.#hooks.down();
-    if (this.#state === 'closed') return; // a down() hook may have stopped the client
+    if (this.state === 'closed') return; // a down() hook may have stopped the client
     if (isReconnectable(code)) return this.#retry(code);
     if (code === CLOSE.tokenExpired && typeof this.#o.token === 'function' && !this.#refreshedAfterExpiry) {
       this.#refreshedAfterExpiry = true;

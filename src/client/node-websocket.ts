@@ -2,7 +2,7 @@
  * Node only: the default socket implementation, the `ws` package. Loaded by transport.ts through a
  * dynamic import, so browser bundles never need `ws`.
  */
-import type { WebSocketFactory, WebSocketLike } from './transport.js';
+import type { WebSocketFactory, WebSocketLike } from './websocket.js';
 
 /** A factory opening `ws` sockets that send the given headers (the token in `Authorization`). */
 export async function nodeWebSocketFactory(): Promise<WebSocketFactory> {

@@ -60,6 +60,10 @@ export function newClientMessageId(): string {
   return out;
 }
 
+function closedError(): ClientError {
+  return new ClientError(CLOSED, 'client closed before the message was sent', { retryable: false });
+}
+
 export interface OutboxDeps {
   storage: OutboxStorage;
   clock: Clock;
@@ -69,7 +73,8 @@ export interface OutboxDeps {
   session(): Session | undefined;
   /** Most sends in flight at once (the connection's limit minus room for sync, history and ping). */
   maxInflight(): number;
-  sent(cmid: string, frame: SentFrame): void;
+  /** Settled as stored: `answer` is the `sent` frame, or undefined when settled by `settle`. */
+  sent(cmid: string, result: SendResult, answer: SentFrame | undefined): void;
   failed(cmid: string, err: ClientError): void;
 }
 
@@ -93,6 +98,7 @@ export class Outbox {
   readonly #d: OutboxDeps;
   readonly #entries = new Map<string, Entry>(); // Map order is submission order
   #inflight = 0;
+  #closed = false;
 
   constructor(deps: OutboxDeps) {
     this.#d = deps;
@@ -100,6 +106,10 @@ export class Outbox {
 
   get size(): number {
     return this.#entries.size;
+  }
+
+  has(cmid: string): boolean {
+    return this.#entries.has(cmid);
   }
 
   /** cmids not yet settled, in submission order. */
@@ -117,9 +127,11 @@ export class Outbox {
 
   /** Stores the record, then sends it. Submitting a cmid already pending joins that send. */
   async submit(record: OutboxRecord): Promise<SendResult> {
+    if (this.#closed) throw closedError();
     const existing = this.#entries.get(record.cmid);
     if (existing === undefined) await this.#d.storage.put(record);
     return new Promise((resolve, reject) => {
+      if (this.#closed) return reject(closedError()); // closed while the record was being stored
       let entry = this.#entries.get(record.cmid);
       if (entry === undefined) {
         entry = { record, session: undefined, attempt: 0, timer: undefined, parked: undefined, waiters: [] };
@@ -159,12 +171,13 @@ export class Outbox {
     if (entry === undefined) return;
     this.#remove(entry);
     for (const w of entry.waiters) w.resolve(result);
-    this.#d.sent(cmid, { t: 'sent', id: 0, ...result });
+    this.#d.sent(cmid, result, undefined);
   }
 
   /** The client closed: pending promises reject; records stay in storage for the next start. */
   close(): void {
-    const err = new ClientError(CLOSED, 'client closed before the message was sent', { retryable: false });
+    this.#closed = true;
+    const err = closedError();
     this.onDown();
     for (const entry of this.#entries.values()) for (const w of entry.waiters.splice(0)) w.reject(err);
   }
@@ -189,7 +202,7 @@ export class Outbox {
       this.#remove(entry);
       const result: SendResult = { conv: sent.conv, seq: sent.seq, mid: sent.mid, dup: sent.dup, ts: sent.ts };
       for (const w of entry.waiters) w.resolve(result);
-      this.#d.sent(entry.record.cmid, sent);
+      this.#d.sent(entry.record.cmid, result, sent);
     } else if (err!.code === DISCONNECTED) {
       // Stays queued: the next session sends it.
     } else if (err!.code === 'shutting_down') {

@@ -17,7 +17,7 @@ import type {
 import { MAX_INFLIGHT_REQUESTS } from '../protocol/client-frames.js';
 import { decodeServerFrame, encodeClientFrame } from '../protocol/codec.js';
 import type { Clock, TimerHandle } from './timing.js';
-import type { WebSocketLike } from './transport.js';
+import type { WebSocketLike } from './websocket.js';
 import { ClientError, PROTOCOL } from './types.js';
 
 /**

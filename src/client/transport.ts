@@ -1,29 +1,9 @@
-/**
- * The slice of the standard WebSocket interface the SDK uses, and how it picks an implementation.
- * Browser-safe: the Node default (the `ws` package) is only reached through a dynamic import of
- * ./node-websocket.js, on Node.
- */
-
-export interface WebSocketLike {
-  binaryType: string;
-  readonly readyState: number;
-  readonly bufferedAmount: number;
-  send(data: Uint8Array): void;
-  close(code?: number, reason?: string): void;
-  onopen: ((event: never) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: never) => void) | null;
-}
-
-/** A standard WebSocket constructor (the browser global, or a compatible one). */
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+import type { WebSocketConstructor, WebSocketFactory } from './websocket.js';
 
 /**
- * Opens a socket. `headers` are set when the implementation can send them (Node); the token then
- * travels in `Authorization` rather than in the URL, where proxies and logs might keep it.
+ * How the SDK picks a WebSocket implementation. Browser-safe: the Node default (the `ws` package)
+ * is only reached through a dynamic import of ./node-websocket.js, on Node.
  */
-export type WebSocketFactory = (url: string, headers: Record<string, string>) => WebSocketLike;
 
 export interface ResolvedTransport {
   open: WebSocketFactory;

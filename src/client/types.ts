@@ -133,5 +133,3 @@ export const DISCONNECTED = 'client.disconnected';
 export const CLOSED = 'client.closed';
 /** The server sent something this SDK cannot make sense of (wrong answer type, undecodable frame). */
 export const PROTOCOL = 'client.protocol';
-/** A request got no answer in time. */
-export const TIMEOUT = 'client.timeout';

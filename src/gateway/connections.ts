@@ -17,11 +17,19 @@ import { gatewayMetrics } from './metrics.js';
 
 /** Per-connection state, stored as the uWS socket's user data (a few fields: there are many). */
 export interface ConnState {
-  /** The authenticated session; null for a socket that is only opened to explain a refusal. */
+  /** The authenticated session; null until the token is verified (and forever on a refused socket). */
   session: SessionRef | null;
-  /** Why the upgrade is refused: sent as an error frame, then the socket closes with `close`. */
+  /** Why the connection is refused: sent as an error frame, then the socket closes with `close`. */
   refusal: { close: CloseCode; code: ErrorCode; msg: string } | null;
-  /** Set once the gateway decided to close: later frames and pushes are ignored. */
+  /** The token to verify once the socket is open; cleared when verification starts. */
+  token: string | null;
+  /** Frames that arrived while the token was being verified (bounded); replayed after hello. */
+  early: ArrayBuffer[] | null;
+  /** When the upgrade request arrived (ms), for the upgrade-duration metric. */
+  startedMs: number;
+  /** When the token stops being valid (ms, `exp` plus the clock tolerance); 0 before authentication. */
+  expiresAtMs: number;
+  /** Set once the gateway decided to close or the socket closed: later frames and pushes are ignored. */
   ending: boolean;
   limiter: FrameRateLimiter | null;
   protocolErrors: WindowCounter | null;
@@ -77,6 +85,23 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
     if (ws !== undefined) endSocket(ws, code, reason);
   }
 
+  /**
+   * Closes sessions whose token expired (4501 after an `unauthorized` error frame, as
+   * CLOSE.tokenExpired documents). Called by a periodic sweep: one pass over the table every few
+   * seconds costs less than a timer per connection.
+   */
+  expire(nowMs: number): number {
+    let n = 0;
+    for (const ws of [...this.sockets.values()]) {
+      const s = ws.getUserData();
+      if (s.expiresAtMs > 0 && s.expiresAtMs <= nowMs && !s.ending) {
+        refuse(ws, CLOSE.tokenExpired, 'unauthorized', 'token expired');
+        n++;
+      }
+    }
+    return n;
+  }
+
   /** Closes every socket with `code` (drain: 4000). The close handlers run synchronously. */
   closeAll(code: CloseCode): void {
     for (const ws of [...this.sockets.values()]) endSocket(ws, code, CLOSE_REASONS[code]);
@@ -119,7 +144,6 @@ export function endSocket(ws: SocketLike, code: number, reason: string): void {
   const s = ws.getUserData();
   if (s.ending) return;
   s.ending = true;
-  if (process.env.DEBUG_END) console.error('DEBUG end', code, reason, s.session?.connId, new Error().stack?.split('\n').slice(2, 6).join(' | '));
   ws.end(code, shortReason(reason));
 }
 

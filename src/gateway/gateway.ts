@@ -1,13 +1,11 @@
 import type { ConnectionSink, SessionHandler } from '../actors/session.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
-import type { VerifyOutcome } from '../auth/verify.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Logger } from '../lib/log.js';
-import type { ClientFrame, HelloFrame, ServerFrame } from '../protocol/client-frames.js';
-import { CLOSE, type CloseCode, type ErrorCode } from '../protocol/codes.js';
-import { ConnectionTable, type ConnState } from './connections.js';
+import { PROTOCOL_VERSION, type ClientFrame, type HelloFrame, type ServerFrame } from '../protocol/client-frames.js';
+import { CLOSE_REASONS, type CloseCode } from '../protocol/codes.js';
+import { ConnectionTable, endSocket, type ConnState } from './connections.js';
 import { mountHttp } from './http.js';
-import type { ConnectionResult } from './metrics.js';
 import { createApp, type Uws, type UwsApp } from './uws.js';
 import { socketBehavior } from './socket.js';
 
@@ -17,9 +15,9 @@ import { socketBehavior } from './socket.js';
  * (src/gateway/socket.ts) and the HTTP endpoints (src/gateway/http.ts).
  *
  * Upgrade: `GET /ws?v=1` with the token in `Authorization: Bearer` or the `token` query parameter.
- * A refused upgrade (bad version, missing, invalid or expired token) still completes, so that a
- * browser, which cannot read an HTTP error from a failed WebSocket, sees an `error` frame and a
- * documented close code. Only capacity and drain answer with a plain HTTP 503.
+ * A refused connection (bad version, missing, invalid or expired token) still completes the
+ * upgrade, so that a browser, which cannot read an HTTP error from a failed WebSocket, sees an
+ * `error` frame and a documented close code. Only capacity and drain answer with a plain HTTP 503.
  */
 export interface GatewayOptions {
   uws: Uws;
@@ -32,6 +30,7 @@ export interface GatewayOptions {
   maxConnections: number;
   maxInflightRequests: number;
   verify: TokenVerifier;
+  clockToleranceS: number;
   /** The merged /metrics text of every thread of the node. */
   metricsText: () => Promise<string>;
   /** True while the store is open; /readyz also needs the gateway to be accepting. */
@@ -56,6 +55,9 @@ export interface Gateway {
   readonly connections: number;
 }
 
+/** How often sessions are checked for an expired token (they close with 4501 within this much). */
+const EXPIRY_SWEEP_MS = 5000;
+
 export function createGateway(o: GatewayOptions): Gateway {
   const app: UwsApp = createApp(o.uws);
   const table = new ConnectionTable(o.config.maxBackpressureBytes);
@@ -67,7 +69,7 @@ export function createGateway(o: GatewayOptions): Gateway {
 
   const hello = (user: string, device: string): HelloFrame => ({
     t: 'hello',
-    v: 1,
+    v: PROTOCOL_VERSION,
     user,
     device,
     node: o.node,
@@ -80,31 +82,23 @@ export function createGateway(o: GatewayOptions): Gateway {
     },
   });
 
-  const refusalOf = (outcome: Exclude<VerifyOutcome, { ok: true }>): { close: CloseCode; code: ErrorCode; msg: string; result: ConnectionResult } => {
-    switch (outcome.reason) {
-      case 'expired':
-        return { close: CLOSE.tokenExpired, code: 'unauthorized', msg: 'token expired', result: 'token_expired' };
-      case 'missing':
-        return { close: CLOSE.missingToken, code: 'unauthorized', msg: 'missing token', result: 'missing_token' };
-      case 'invalid':
-        return { close: CLOSE.badToken, code: 'unauthorized', msg: 'invalid token', result: 'auth_failed' };
-    }
-  };
-
-  app.ws<ConnState>('/ws', socketBehavior({
+  const behavior = socketBehavior({
     uws: o.uws,
     config: o.config,
     table,
     now,
     log: o.log,
     accepting: () => accepting && handler !== null,
-    hasCapacity: () => table.size < o.maxConnections,
+    hasCapacity: () => table.size + behavior.unauthenticated.size < o.maxConnections,
     verify: o.verify,
-    refusalOf,
+    clockToleranceS: o.clockToleranceS,
     newSession: (user, device) => ({ node: o.node, shard: o.shard, connId: nextConnId++, user, device }),
     hello,
     handler: () => handler!,
-  }));
+  });
+  app.ws<ConnState>('/ws', behavior);
+  const expirySweep = setInterval(() => table.expire(now()), EXPIRY_SWEEP_MS);
+  expirySweep.unref();
   mountHttp(app, { metricsText: o.metricsText, ready: () => accepting && o.storeReady(), log: o.log });
 
   return {
@@ -136,9 +130,11 @@ export function createGateway(o: GatewayOptions): Gateway {
       return accepting;
     },
     closeAll(code) {
+      for (const ws of [...behavior.unauthenticated]) endSocket(ws, code, CLOSE_REASONS[code]);
       table.closeAll(code);
     },
     close() {
+      clearInterval(expirySweep);
       accepting = false;
       listenSocket = null;
       app.close();

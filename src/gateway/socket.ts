@@ -14,9 +14,19 @@ import { closeLabel, gatewayMetrics, type ConnectionResult } from './metrics.js'
 import type { Uws } from './uws.js';
 
 /**
- * The uWS behaviour of `/ws`: upgrade with authentication, then per-frame limits in this order,
- * cheapest first, each with a documented outcome (docs/PROTOCOL.md):
+ * The uWS behaviour of `/ws`.
  *
+ * Authentication happens right after the upgrade, not before it: the upgrade is always answered
+ * synchronously inside uWS's upgrade callback, then the token is verified (HS256 inline, public-key
+ * tokens on the main thread's pool) and the session gets `hello` or an `error` frame and a close
+ * code. Two reasons: a browser cannot read an HTTP error status from a failed WebSocket, but it can
+ * read a close code; and an upgrade answered later from a promise (inside `res.cork`, as uWS asks
+ * for asynchronous answers) sometimes lost the fresh socket in this uWS build: its cork epilogue can
+ * mistake the upgraded socket for a finished `Connection: close` response and shut it down (seen as
+ * an immediate 1006 on about 1 in 300 connections). Frames that arrive before hello (a client
+ * should wait for it) are queued, up to EARLY_FRAMES_MAX, and handled after it.
+ *
+ * Per frame, cheapest check first, each with a documented outcome (docs/PROTOCOL.md):
  * 1. text frame → error bad_frame, close 4503 (the protocol is binary msgpack only);
  * 2. over gateway.maxFrameBytes → error frame_too_large, close 4505. uWS's own maxPayloadLength is
  *    set higher, because a frame over it closes with a bare 1006 that tells the client nothing;
@@ -25,9 +35,10 @@ import type { Uws } from './uws.js';
  * 4. decode and validate → bad_frame closes 4503; unknown_type / invalid_field answer an error frame
  *    and close 4503 past PROTOCOL_ERROR_LIMIT per PROTOCOL_ERROR_WINDOW_S; body_too_large answers.
  *
- * Idle: uWS closes a socket silent for idleTimeoutS (rounded up to a multiple of 4, as uWS requires)
- * after an automatic ping went unanswered for 8 more seconds. That close is abrupt (no close frame):
- * the peer is presumed gone. A client that answers pings, as every WebSocket stack does, never idles out.
+ * Idle: uWS pings a silent connection and closes it when nothing at all (not even the pong) arrived
+ * for about idleTimeoutS (rounded up to a multiple of 4, as uWS requires; checked: 7.8 s at 8 s).
+ * That close is abrupt (1006, no close frame): the peer is presumed gone, so a 4002 frame would reach
+ * nobody. A client that answers pings, as every WebSocket stack does, never idles out.
  */
 export interface SocketDeps {
   uws: Uws;
@@ -40,26 +51,79 @@ export interface SocketDeps {
   /** False when this shard holds its share of gateway.maxConnections: upgrades get HTTP 503. */
   hasCapacity: () => boolean;
   verify: TokenVerifier;
-  refusalOf(outcome: Exclude<VerifyOutcome, { ok: true }>): { close: CloseCode; code: ErrorCode; msg: string; result: ConnectionResult };
+  /** auth.clockToleranceS: a session outlives its token's `exp` by this much, as verification allows. */
+  clockToleranceS: number;
   newSession(user: string, device: string): SessionRef;
   hello(user: string, device: string): HelloFrame;
   handler(): SessionHandler<ClientFrame>;
 }
+
+/** Frames queued per connection while its token is verified; one more closes it with 4503. */
+export const EARLY_FRAMES_MAX = 16;
 
 /** Headroom of uWS's frame limit over ours: frames in between get a clean 4505. */
 export function uwsMaxPayloadLength(maxFrameBytes: number): number {
   return Math.min(maxFrameBytes * 4, maxFrameBytes + 1024 * 1024);
 }
 
-function newState(session: SessionRef | null, refusal: ConnState['refusal']): ConnState {
-  return { session, refusal, ending: false, limiter: null, protocolErrors: null };
+type Refusal = { close: CloseCode; code: ErrorCode; msg: string; result: ConnectionResult };
+
+function refusalOf(outcome: Exclude<VerifyOutcome, { ok: true }>): Refusal {
+  switch (outcome.reason) {
+    case 'expired':
+      return { close: CLOSE.tokenExpired, code: 'unauthorized', msg: 'token expired', result: 'token_expired' };
+    case 'missing':
+      return { close: CLOSE.missingToken, code: 'unauthorized', msg: 'missing token', result: 'missing_token' };
+    case 'invalid':
+      return { close: CLOSE.badToken, code: 'unauthorized', msg: 'invalid token', result: 'auth_failed' };
+  }
 }
 
-export function socketBehavior(d: SocketDeps): uWS.WebSocketBehavior<ConnState> {
+export interface SocketBehavior extends uWS.WebSocketBehavior<ConnState> {
+  /** Sockets open but not yet authenticated (they count against capacity and are closed on drain). */
+  readonly unauthenticated: Set<uWS.WebSocket<ConnState>>;
+}
+
+export function socketBehavior(d: SocketDeps): SocketBehavior {
   const cfg = d.config;
   const limits = { maxFrameBytes: cfg.maxFrameBytes, maxBodyBytes: cfg.maxBodyBytes };
+  const unauthenticated = new Set<uWS.WebSocket<ConnState>>();
+
+  const counted = (result: ConnectionResult, startedMs: number): void => {
+    gatewayMetrics.connectionsTotal.inc({ result });
+    gatewayMetrics.upgradeDuration.observe((d.now() - startedMs) / 1000);
+  };
+
+  const authenticated = (ws: uWS.WebSocket<ConnState>, s: ConnState, outcome: VerifyOutcome): void => {
+    unauthenticated.delete(ws);
+    if (s.ending) return counted('aborted', s.startedMs);
+    if (!outcome.ok) {
+      const r = refusalOf(outcome);
+      counted(r.result, s.startedMs);
+      return refuse(ws, r.close, r.code, r.msg);
+    }
+    if (!d.accepting()) {
+      counted('not_accepting', s.startedMs);
+      return refuse(ws, CLOSE.draining, 'shutting_down', 'the server is draining');
+    }
+    counted('opened', s.startedMs);
+    const nowMs = d.now();
+    const session = d.newSession(outcome.user, outcome.device);
+    s.session = session;
+    s.expiresAtMs = (outcome.exp + d.clockToleranceS) * 1000;
+    s.limiter = new FrameRateLimiter(cfg.framesPerSecond, cfg.framesPerSecond * 2, nowMs);
+    s.protocolErrors = new WindowCounter(PROTOCOL_ERROR_LIMIT, PROTOCOL_ERROR_WINDOW_S * 1000, nowMs);
+    d.table.add(session.connId, ws);
+    gatewayMetrics.connections.inc();
+    sendFrame(ws, d.hello(session.user, session.device), cfg.maxBackpressureBytes);
+    guard(ws, 'opened', () => d.handler().opened(session));
+    const early = s.early;
+    s.early = null;
+    for (const frame of early ?? []) if (!s.ending) onFrame(ws, s, frame);
+  };
 
   return {
+    unauthenticated,
     compression: d.uws.DISABLED,
     maxPayloadLength: uwsMaxPayloadLength(cfg.maxFrameBytes),
     maxBackpressure: cfg.maxBackpressureBytes,
@@ -70,98 +134,60 @@ export function socketBehavior(d: SocketDeps): uWS.WebSocketBehavior<ConnState> 
 
     upgrade(res, req, context) {
       const startedMs = d.now();
-      // Everything from `req` must be read now: it is invalid once this function returns.
-      const key = req.getHeader('sec-websocket-key');
-      const protocol = req.getHeader('sec-websocket-protocol');
-      const extensions = req.getHeader('sec-websocket-extensions');
-      const authorization = req.getHeader('authorization');
-      const query = req.getQuery() ?? '';
-
-      const answer = (state: ConnState | null, result: ConnectionResult): void => {
-        gatewayMetrics.connectionsTotal.inc({ result });
-        gatewayMetrics.upgradeDuration.observe((d.now() - startedMs) / 1000);
-        res.cork(() => {
-          if (state === null) res.writeStatus('503 Service Unavailable').end(result === 'not_accepting' ? 'draining\n' : 'over capacity\n');
-          else res.upgrade(state, key, protocol, extensions, context);
-        });
-      };
-      if (!d.accepting()) return answer(null, 'not_accepting');
-      if (!d.hasCapacity()) return answer(null, 'over_capacity');
-
-      const hs = parseHandshake(query, authorization === '' ? undefined : authorization);
-      if (!hs.ok) {
-        const result: ConnectionResult = hs.close === CLOSE.unsupportedVersion ? 'bad_version' : hs.close === CLOSE.missingToken ? 'missing_token' : 'auth_failed';
-        return answer(newState(null, { close: hs.close, code: hs.code, msg: hs.msg }), result);
+      if (!d.accepting() || !d.hasCapacity()) {
+        const result: ConnectionResult = d.accepting() ? 'over_capacity' : 'not_accepting';
+        counted(result, startedMs);
+        res.writeStatus('503 Service Unavailable').end(result === 'not_accepting' ? 'draining\n' : 'over capacity\n');
+        return;
       }
-      // The answer comes after an await: a client that hangs up meanwhile must not crash the thread.
-      let aborted = false;
-      res.onAborted(() => {
-        aborted = true;
-      });
-      d.verify(hs.token).then(
-        (outcome) => {
-          if (aborted) return void gatewayMetrics.connectionsTotal.inc({ result: 'aborted' });
-          if (!d.accepting()) return answer(null, 'not_accepting');
-          if (outcome.ok) return answer(newState(d.newSession(outcome.user, outcome.device), null), 'opened');
-          const r = d.refusalOf(outcome);
-          answer(newState(null, { close: r.close, code: r.code, msg: r.msg }), r.result);
-        },
-        (err: unknown) => {
-          d.log.error({ err }, 'token verification failed');
-          if (aborted) return;
-          gatewayMetrics.connectionsTotal.inc({ result: 'verify_error' });
-          res.cork(() => res.writeStatus('503 Service Unavailable').end('token verification unavailable\n'));
-        },
-      );
+      const authorization = req.getHeader('authorization');
+      const hs = parseHandshake(req.getQuery() ?? '', authorization === '' ? undefined : authorization);
+      const state: ConnState = {
+        session: null,
+        refusal: hs.ok ? null : { close: hs.close, code: hs.code, msg: hs.msg },
+        token: hs.ok ? hs.token : null,
+        early: null,
+        startedMs,
+        expiresAtMs: 0,
+        ending: false,
+        limiter: null,
+        protocolErrors: null,
+      };
+      if (!hs.ok) counted(hs.close === CLOSE.unsupportedVersion ? 'bad_version' : hs.close === CLOSE.missingToken ? 'missing_token' : 'auth_failed', startedMs);
+      res.upgrade(state, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
     },
 
     open(ws) {
       const s = ws.getUserData();
-      if (s.session === null) {
-        const r = s.refusal!;
-        return refuse(ws, r.close, r.code, r.msg);
-      }
-      const nowMs = d.now();
-      s.limiter = new FrameRateLimiter(cfg.framesPerSecond, cfg.framesPerSecond * 2, nowMs);
-      s.protocolErrors = new WindowCounter(PROTOCOL_ERROR_LIMIT, PROTOCOL_ERROR_WINDOW_S * 1000, nowMs);
-      d.table.add(s.session.connId, ws);
-      gatewayMetrics.connections.inc();
-      sendFrame(ws, d.hello(s.session.user, s.session.device), cfg.maxBackpressureBytes);
-      guard(ws, 'opened', () => d.handler().opened(s.session!));
+      if (s.refusal !== null) return refuse(ws, s.refusal.close, s.refusal.code, s.refusal.msg);
+      const token = s.token!;
+      s.token = null;
+      unauthenticated.add(ws);
+      d.verify(token).then(
+        (outcome) => authenticated(ws, s, outcome),
+        (err: unknown) => {
+          unauthenticated.delete(ws);
+          d.log.error({ err }, 'token verification failed');
+          counted('verify_error', s.startedMs);
+          if (!s.ending) refuse(ws, CLOSE.internalError, 'internal', 'token verification is unavailable; retry later');
+        },
+      );
     },
 
     message(ws, message, isBinary) {
       const s = ws.getUserData();
-      if (s.ending || s.session === null) return;
+      if (s.ending || s.refusal !== null) return;
+      if (s.session === null) {
+        if ((s.early ??= []).length >= EARLY_FRAMES_MAX) return refuse(ws, CLOSE.protocolViolation, 'bad_frame', 'too many frames before hello');
+        // uWS reuses `message` after this handler returns: keep a copy.
+        s.early.push(isBinary ? message.slice(0) : new ArrayBuffer(0));
+        return;
+      }
       if (!isBinary) {
         rejected('text');
         return refuse(ws, CLOSE.protocolViolation, 'bad_frame', 'text frames are not supported; send binary msgpack frames');
       }
-      if (message.byteLength > cfg.maxFrameBytes) {
-        rejected('too_large');
-        return refuse(ws, CLOSE.frameTooLarge, 'frame_too_large', `frame of ${message.byteLength} bytes exceeds ${cfg.maxFrameBytes}`);
-      }
-      const verdict = s.limiter!.take(d.now());
-      // The codec copies what it keeps (bodies): uWS reuses `message` after this handler returns.
-      const decoded = decodeClientFrame(new Uint8Array(message), limits);
-      if (verdict !== 'ok') {
-        rejected('rate_limited');
-        const id = decoded.ok ? ('id' in decoded.frame ? decoded.frame.id : undefined) : decoded.id;
-        if (verdict === 'abuse') return refuse(ws, CLOSE.rateLimited, 'rate_limited', 'too many frames rejected as rate_limited', id);
-        return sendError(ws, 'rate_limited', `over ${cfg.framesPerSecond} frames per second`, id);
-      }
-      if (!decoded.ok) {
-        gatewayMetrics.framesIn.inc({ type: 'invalid' });
-        if (decoded.code === 'bad_frame') return refuse(ws, CLOSE.protocolViolation, 'bad_frame', decoded.msg, decoded.id);
-        if (decoded.code === 'frame_too_large') return refuse(ws, CLOSE.frameTooLarge, 'frame_too_large', decoded.msg, decoded.id);
-        if (decoded.code !== 'body_too_large' && s.protocolErrors!.hit(d.now())) {
-          return refuse(ws, CLOSE.protocolViolation, decoded.code, `${decoded.msg} (over ${PROTOCOL_ERROR_LIMIT} protocol errors)`, decoded.id);
-        }
-        return sendError(ws, decoded.code, decoded.msg, decoded.id, decoded.field);
-      }
-      gatewayMetrics.framesIn.inc({ type: decoded.frame.t });
-      const frame = decoded.frame;
-      guard(ws, 'frame', () => d.handler().frame(s.session!, frame));
+      onFrame(ws, s, message);
     },
 
     drain(ws) {
@@ -171,6 +197,7 @@ export function socketBehavior(d: SocketDeps): uWS.WebSocketBehavior<ConnState> 
     close(ws, code) {
       const s = ws.getUserData();
       s.ending = true;
+      unauthenticated.delete(ws);
       gatewayMetrics.closes.inc({ code: closeLabel(code) });
       if (s.session === null || !d.table.remove(s.session.connId)) return;
       gatewayMetrics.connections.dec();
@@ -182,6 +209,35 @@ export function socketBehavior(d: SocketDeps): uWS.WebSocketBehavior<ConnState> 
       }
     },
   };
+
+  /** Limits, decoding and dispatch of one binary frame of an authenticated session. */
+  function onFrame(ws: uWS.WebSocket<ConnState>, s: ConnState, message: ArrayBuffer): void {
+    if (message.byteLength > cfg.maxFrameBytes) {
+      rejected('too_large');
+      return refuse(ws, CLOSE.frameTooLarge, 'frame_too_large', `frame of ${message.byteLength} bytes exceeds ${cfg.maxFrameBytes}`);
+    }
+    const verdict = s.limiter!.take(d.now());
+    // The codec copies what it keeps (bodies): uWS reuses `message` after the handler returns.
+    const decoded = decodeClientFrame(new Uint8Array(message), limits);
+    if (verdict !== 'ok') {
+      rejected('rate_limited');
+      const id = decoded.ok ? ('id' in decoded.frame ? decoded.frame.id : undefined) : decoded.id;
+      if (verdict === 'abuse') return refuse(ws, CLOSE.rateLimited, 'rate_limited', 'too many frames rejected as rate_limited', id);
+      return sendError(ws, 'rate_limited', `over ${cfg.framesPerSecond} frames per second`, id);
+    }
+    if (!decoded.ok) {
+      gatewayMetrics.framesIn.inc({ type: 'invalid' });
+      if (decoded.code === 'bad_frame') return refuse(ws, CLOSE.protocolViolation, 'bad_frame', decoded.msg, decoded.id);
+      if (decoded.code === 'frame_too_large') return refuse(ws, CLOSE.frameTooLarge, 'frame_too_large', decoded.msg, decoded.id);
+      if (decoded.code !== 'body_too_large' && s.protocolErrors!.hit(d.now())) {
+        return refuse(ws, CLOSE.protocolViolation, decoded.code, `${decoded.msg} (over ${PROTOCOL_ERROR_LIMIT} protocol errors)`, decoded.id);
+      }
+      return sendError(ws, decoded.code, decoded.msg, decoded.id, decoded.field);
+    }
+    gatewayMetrics.framesIn.inc({ type: decoded.frame.t });
+    const frame = decoded.frame;
+    guard(ws, 'frame', () => d.handler().frame(s.session!, frame));
+  }
 
   function rejected(reason: 'text' | 'too_large' | 'rate_limited'): void {
     gatewayMetrics.rejectedFrames.inc({ reason });

@@ -224,6 +224,9 @@ function contract(factory: StoreFactory) {
             for (const r of res) acked.set(r.seq, r.messageId);
             if (startedAfterFence) w1AfterFence++;
           } catch (err) {
+            // A batch spanning two buckets may commit its first part before being fenced: those
+            // messages are acknowledged through `committed`.
+            for (const r of (err as StoreError).committed ?? []) acked.set(r.seq, r.messageId);
             w1Error = err;
             return;
           }

@@ -1,5 +1,5 @@
 import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { CLOSE } from '../../src/protocol/codes.js';
 import { connect, SECRET, startTestNode, within } from '../support/gateway-harness.js';
 
@@ -14,6 +14,18 @@ t.test('a valid token in the Authorization header gets hello with user, device a
   t.same(await c.next((f) => f.t === 'pong'), { t: 'pong', id: 3 });
   c.ws.close(1000);
   t.equal((await c.closed).code, 1000);
+});
+
+t.test('frames sent before hello are handled after it, in order', async (t) => {
+  const c = connect(`${n.base}/ws?v=1`, { authorization: `Bearer ${await n.token('alice', 'tablet')}` });
+  c.ws.on('open', () => {
+    c.send({ t: 'ping', id: 1 });
+    c.send({ t: 'ping', id: 2 });
+  });
+  t.match(await c.next(), { t: 'hello' });
+  t.same(await c.next(), { t: 'pong', id: 1 });
+  t.same(await c.next(), { t: 'pong', id: 2 });
+  c.ws.close();
 });
 
 t.test('a token in the query string works too (browsers cannot set headers)', async (t) => {
@@ -35,7 +47,7 @@ t.test('an EdDSA token is verified in the pool on the main thread', async (t) =>
   c.ws.close();
 });
 
-async function refused(t: Tap.Test, url: string, headers: Record<string, string>, close: number) {
+async function refused(t: Test, url: string, headers: Record<string, string>, close: number) {
   const c = connect(url, headers);
   const { code } = await within(c.closed, 5000, 'close');
   t.equal(code, close, `closed with ${close}`);
@@ -64,5 +76,5 @@ t.test('refused attempts are counted by result', async (t) => {
   t.match(text, /ticks_gateway_connections_total\{result="auth_failed"\} [1-9]/);
   t.match(text, /ticks_gateway_connections_total\{result="token_expired"\} 1/);
   t.match(text, /ticks_gateway_connections_total\{result="bad_version"\} 2/);
-  t.match(text, /ticks_gateway_connections_total\{result="opened"\} 3/);
+  t.match(text, /ticks_gateway_connections_total\{result="opened"\} 4/);
 });

@@ -63,7 +63,7 @@ class FakeSocket implements SocketLike {
 
 const ref: SessionRef = { node: 'n', shard: 0, connId: 5, user: 'alice', device: 'phone' };
 const pong = { t: 'pong', id: 1 } as const;
-const state = (): ConnState => ({ session: { ...ref }, refusal: null, ending: false, limiter: null, protocolErrors: null });
+const state = (): ConnState => ({ session: { ...ref }, refusal: null, token: null, early: null, startedMs: 0, expiresAtMs: 0, ending: false, limiter: null, protocolErrors: null });
 
 t.test('push reports sent, buffered, and closes a slow consumer with 4001 on overflow', async (t) => {
   const table = new ConnectionTable(1000);
@@ -100,6 +100,19 @@ t.test('push and close ignore unknown or mismatched connections', async (t) => {
   t.same(ws.ended, [[4502, 'replaced by a newer connection']], 'close is idempotent');
   t.ok(table.remove(5));
   t.notOk(table.remove(5));
+});
+
+t.test('the expiry sweep closes sessions whose token expired with 4501 after an error frame', async (t) => {
+  const table = new ConnectionTable(1000);
+  const live = new FakeSocket({ ...state(), expiresAtMs: 10_000 });
+  const stale = new FakeSocket({ ...state(), expiresAtMs: 5_000 });
+  table.add(1, live);
+  table.add(2, stale);
+  t.equal(table.expire(6_000), 1);
+  t.same(live.ended, []);
+  t.same(stale.ended, [[CLOSE.tokenExpired, 'token expired']]);
+  t.match(decodeServerFrame(stale.sent[0]!), { ok: true, frame: { t: 'error', code: 'unauthorized', msg: 'token expired' } });
+  t.equal(table.expire(6_000), 0, 'once');
 });
 
 t.test('close reasons are cut to 123 bytes on a character boundary', async (t) => {
