@@ -1,3 +1,4 @@
+import { MAX_INFLIGHT_REQUESTS } from './protocol/client-frames.js';
 import type { MessagePort } from 'node:worker_threads';
 import { createShardActors } from './actors/shard-actors.js';
 import type { ShardLink } from './actors/shard-link.js';
@@ -31,8 +32,6 @@ const CONN_IDS_PER_GENERATION = 2 ** 32;
  * close frame on its way, so the client would see 1006 instead of the documented code.
  */
 const CLOSE_GRACE_MS = 250;
-/** Answered in hello; the actor layer enforces it (too_many_inflight). */
-const MAX_INFLIGHT_REQUESTS = 64;
 
 export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   const { config: cfg, index } = init;

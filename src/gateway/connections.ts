@@ -33,6 +33,27 @@ export interface ConnState {
   ending: boolean;
   limiter: FrameRateLimiter | null;
   protocolErrors: WindowCounter | null;
+  /** Last time anything arrived (a frame or a pong), ms; the idle sweep pings, then closes with 4002. */
+  lastSeenMs: number;
+  /** A ping was sent since lastSeenMs. */
+  pinged: boolean;
+  /** Requests (send, sync, history, ping) not answered yet; bounded by MAX_INFLIGHT_REQUESTS. */
+  inflight: number;
+}
+
+/** Server frames that answer a request and so end it: its `sent`, `synced`, `history.page`, `pong` or `error`. */
+export function isAnswer(frame: ServerFrame): boolean {
+  switch (frame.t) {
+    case 'sent':
+    case 'synced':
+    case 'history.page':
+    case 'pong':
+      return true;
+    case 'error':
+      return frame.id !== undefined;
+    default:
+      return false;
+  }
 }
 
 /** The part of a uWS WebSocket the table uses (a fake in unit tests). */
@@ -42,6 +63,7 @@ export interface SocketLike {
   getBufferedAmount(): number;
   getUserData(): ConnState;
   cork(cb: () => void): unknown;
+  ping?(message?: string): number;
 }
 
 const SEND_WRITTEN = 1;
@@ -77,6 +99,10 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
   push(ref: SessionRef, frame: ServerFrame): PushResult {
     const ws = this.find(ref);
     if (ws === undefined) return 'closed';
+    if (isAnswer(frame)) {
+      const s = ws.getUserData();
+      if (s.inflight > 0) s.inflight--;
+    }
     return sendFrame(ws, frame, this.maxBackpressureBytes);
   }
 
@@ -97,6 +123,29 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
       if (s.expiresAtMs > 0 && s.expiresAtMs <= nowMs && !s.ending) {
         refuse(ws, CLOSE.tokenExpired, 'unauthorized', 'token expired');
         n++;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Idle sweep: a session silent for half of `idleTimeoutMs` gets a WebSocket ping (every client
+   * stack answers with a pong, which counts as activity); one silent for the whole of it is closed
+   * with 4002, so a live but stuck client learns why. uWS's own idle timer is set well above this and
+   * only catches peers that vanished without a trace.
+   */
+  idle(nowMs: number, idleTimeoutMs: number): number {
+    let n = 0;
+    for (const ws of [...this.sockets.values()]) {
+      const s = ws.getUserData();
+      if (s.ending) continue;
+      const silentMs = nowMs - s.lastSeenMs;
+      if (silentMs >= idleTimeoutMs) {
+        endSocket(ws, CLOSE.idleTimeout, CLOSE_REASONS[CLOSE.idleTimeout]);
+        n++;
+      } else if (silentMs >= idleTimeoutMs / 2 && !s.pinged) {
+        s.pinged = true;
+        ws.ping?.();
       }
     }
     return n;

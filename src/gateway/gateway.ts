@@ -97,7 +97,12 @@ export function createGateway(o: GatewayOptions): Gateway {
     handler: () => handler!,
   });
   app.ws<ConnState>('/ws', behavior);
-  const expirySweep = setInterval(() => table.expire(now()), EXPIRY_SWEEP_MS);
+  const idleTimeoutMs = o.config.idleTimeoutS * 1000;
+  const expirySweep = setInterval(() => {
+    const t = now();
+    table.expire(t);
+    table.idle(t, idleTimeoutMs);
+  }, Math.min(EXPIRY_SWEEP_MS, idleTimeoutMs / 4));
   expirySweep.unref();
   mountHttp(app, { metricsText: o.metricsText, ready: () => accepting && o.storeReady(), log: o.log });
 

@@ -4,7 +4,7 @@ import type { TokenVerifier } from '../auth/token-verifier.js';
 import type { VerifyOutcome } from '../auth/verify.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Logger } from '../lib/log.js';
-import { errorFrame, type ClientFrame, type HelloFrame } from '../protocol/client-frames.js';
+import { errorFrame, MAX_INFLIGHT_REQUESTS, type ClientFrame, type HelloFrame } from '../protocol/client-frames.js';
 import { decodeClientFrame } from '../protocol/codec.js';
 import { CLOSE, PROTOCOL_ERROR_LIMIT, PROTOCOL_ERROR_WINDOW_S, type CloseCode, type ErrorCode } from '../protocol/codes.js';
 import { parseHandshake } from '../protocol/handshake.js';
@@ -35,10 +35,10 @@ import type { Uws } from './uws.js';
  * 4. decode and validate → bad_frame closes 4503; unknown_type / invalid_field answer an error frame
  *    and close 4503 past PROTOCOL_ERROR_LIMIT per PROTOCOL_ERROR_WINDOW_S; body_too_large answers.
  *
- * Idle: uWS pings a silent connection and closes it when nothing at all (not even the pong) arrived
- * for about idleTimeoutS (rounded up to a multiple of 4, as uWS requires; checked: 7.8 s at 8 s).
- * That close is abrupt (1006, no close frame): the peer is presumed gone, so a 4002 frame would reach
- * nobody. A client that answers pings, as every WebSocket stack does, never idles out.
+ * Idle: the gateway's sweep pings a connection silent for half of idleTimeoutS and closes it with
+ * 4002 when nothing at all (not even the pong) arrived for idleTimeoutS. uWS's own idle timer is
+ * twice that, as a backstop for peers that vanished (its close is abrupt, 1006). A client that answers
+ * pings, as every WebSocket stack does, never idles out.
  */
 export interface SocketDeps {
   uws: Uws;
@@ -129,7 +129,9 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
     maxBackpressure: cfg.maxBackpressureBytes,
     // We close with 4001 ourselves (a documented code) instead of letting uWS drop the socket.
     closeOnBackpressureLimit: 0,
-    idleTimeout: Math.ceil(cfg.idleTimeoutS / 4) * 4,
+    // Our idle sweep (ConnectionTable.idle) pings at half of idleTimeoutS and closes with 4002 at it;
+    // uWS's timer is a backstop for peers that vanished (it closes abruptly, 1006).
+    idleTimeout: Math.min(960, Math.ceil((cfg.idleTimeoutS * 2) / 4) * 4),
     sendPingsAutomatically: true,
 
     upgrade(res, req, context) {
@@ -152,6 +154,9 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
         ending: false,
         limiter: null,
         protocolErrors: null,
+        lastSeenMs: startedMs,
+        pinged: false,
+        inflight: 0,
       };
       if (!hs.ok) counted(hs.close === CLOSE.unsupportedVersion ? 'bad_version' : hs.close === CLOSE.missingToken ? 'missing_token' : 'auth_failed', startedMs);
       res.upgrade(state, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
@@ -174,9 +179,17 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
       );
     },
 
+    pong(ws) {
+      const s = ws.getUserData();
+      s.lastSeenMs = d.now();
+      s.pinged = false;
+    },
+
     message(ws, message, isBinary) {
       const s = ws.getUserData();
       if (s.ending || s.refusal !== null) return;
+      s.lastSeenMs = d.now();
+      s.pinged = false;
       if (s.session === null) {
         if ((s.early ??= []).length >= EARLY_FRAMES_MAX) return refuse(ws, CLOSE.protocolViolation, 'bad_frame', 'too many frames before hello');
         // uWS reuses `message` after this handler returns: keep a copy.
@@ -236,10 +249,18 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
     }
     gatewayMetrics.framesIn.inc({ type: decoded.frame.t });
     const frame = decoded.frame;
+    if ('id' in frame) {
+      // Every request with an id gets exactly one answer (ConnectionTable.push counts them back).
+      if (s.inflight >= MAX_INFLIGHT_REQUESTS) {
+        rejected('too_many_inflight');
+        return sendError(ws, 'too_many_inflight', `more than ${MAX_INFLIGHT_REQUESTS} requests awaiting an answer`, frame.id);
+      }
+      s.inflight++;
+    }
     guard(ws, 'frame', () => d.handler().frame(s.session!, frame));
   }
 
-  function rejected(reason: 'text' | 'too_large' | 'rate_limited'): void {
+  function rejected(reason: 'text' | 'too_large' | 'rate_limited' | 'too_many_inflight'): void {
     gatewayMetrics.rejectedFrames.inc({ reason });
   }
 

@@ -15,6 +15,7 @@ import { decodeClientFrame, decodeServerFrame } from '../../src/protocol/codec.j
 export const DEFAULT_WAIT_MS = 30_000;
 /** Fast reconnects: a test waits for conditions, and 0.5 s to 30 s backoff would only slow it down. */
 export const TEST_BACKOFF = { baseMs: 50, capMs: 400 };
+const TRACE_FRAMES = 40;
 
 export const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const text = (b: Uint8Array): string => new TextDecoder().decode(b);
@@ -41,6 +42,16 @@ export class TestNetwork {
   cutOnReceive: ((f: ServerFrame) => boolean) | null = null;
   opened = 0;
   cuts = 0;
+  /** The last frames both ways, in short form (`>send#3`, `<sent#3@16`), for failure messages. */
+  readonly trace: string[] = [];
+
+  private note(dir: '>' | '<', f: ClientFrame | ServerFrame): void {
+    const id = 'id' in f && f.id !== undefined ? `#${f.id}` : '';
+    const seq = 'seq' in f ? `@${f.seq}` : '';
+    const code = f.t === 'error' ? `:${f.code}` : '';
+    this.trace.push(`${dir}${f.t}${id}${seq}${code}`);
+    if (this.trace.length > TRACE_FRAMES) this.trace.shift();
+  }
 
   /** Drops every connection abruptly (the SDK sees 1006 and reconnects). */
   cut(): number {
@@ -73,17 +84,11 @@ export class TestNetwork {
         return real.bufferedAmount;
       },
       send: (data) => {
-        const hook = this.cutBeforeSend;
-        if (hook !== null) {
-          const d = decodeClientFrame(data, { maxFrameBytes: 1 << 30, maxBodyBytes: 1 << 30 });
-          if (d.ok && hook(d.frame)) return cutNow();
-        }
+        const d = decodeClientFrame(data, { maxFrameBytes: 1 << 30, maxBodyBytes: 1 << 30 });
+        if (d.ok && this.cutBeforeSend?.(d.frame)) return cutNow();
+        if (d.ok) this.note('>', d.frame);
         real.send(data);
-        const after = this.cutAfterSend;
-        if (after !== null) {
-          const d = decodeClientFrame(data, { maxFrameBytes: 1 << 30, maxBodyBytes: 1 << 30 });
-          if (d.ok && after(d.frame)) cutNow();
-        }
+        if (d.ok && this.cutAfterSend?.(d.frame)) cutNow();
       },
       close: (code, reason) => real.close(code, reason),
       onopen: null,
@@ -93,10 +98,10 @@ export class TestNetwork {
     };
     real.onopen = () => shim.onopen?.(undefined as never);
     real.onmessage = (ev) => {
-      const hook = this.cutOnReceive;
-      if (hook !== null && ev.data instanceof ArrayBuffer) {
+      if (ev.data instanceof ArrayBuffer) {
         const d = decodeServerFrame(new Uint8Array(ev.data));
-        if (d.ok && hook(d.frame)) return cutNow();
+        if (d.ok && this.cutOnReceive?.(d.frame)) return cutNow();
+        if (d.ok) this.note('<', d.frame);
       }
       shim.onmessage?.({ data: ev.data });
     };
@@ -244,6 +249,7 @@ export class E2eClient {
       `    sends: ${this.outgoing.filter((o) => o.result).length} stored, ${this.outgoing.filter((o) => o.error).length} failed, ${this.outgoing.filter((o) => !o.result && !o.error).length} pending`,
       ...[...convs].map(([conv, seqs]) => `    received ${conv}: ${compact(seqs)}`),
       `    receipts: ${this.receipts().map((r) => `${r.kind}:${r.user}${r.device ? '/' + r.device : ''}@${r.seq}(${r.source})`).join(' ') || 'none'}`,
+      `    last frames: ${this.net.trace.join(' ')}`,
       `    synced events: ${this.synced().length}; errors: ${this.since(0).flatMap((l) => (l.k === 'error' ? [l.code] : [])).join(',') || 'none'}`,
     ];
     return lines.join('\n');

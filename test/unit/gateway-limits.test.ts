@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { SessionRef } from '../../src/actors/session.js';
-import { ConnectionTable, shortReason, type ConnState, type SocketLike } from '../../src/gateway/connections.js';
+import { ConnectionTable, isAnswer, shortReason, type ConnState, type SocketLike } from '../../src/gateway/connections.js';
 import { FrameRateLimiter, WindowCounter } from '../../src/gateway/limits.js';
 import { decodeServerFrame } from '../../src/protocol/codec.js';
 import { CLOSE } from '../../src/protocol/codes.js';
@@ -63,7 +63,7 @@ class FakeSocket implements SocketLike {
 
 const ref: SessionRef = { node: 'n', shard: 0, connId: 5, user: 'alice', device: 'phone' };
 const pong = { t: 'pong', id: 1 } as const;
-const state = (): ConnState => ({ session: { ...ref }, refusal: null, token: null, early: null, startedMs: 0, expiresAtMs: 0, ending: false, limiter: null, protocolErrors: null });
+const state = (): ConnState => ({ session: { ...ref }, refusal: null, token: null, early: null, startedMs: 0, expiresAtMs: 0, ending: false, limiter: null, protocolErrors: null, lastSeenMs: 0, pinged: false, inflight: 0 });
 
 t.test('push reports sent, buffered, and closes a slow consumer with 4001 on overflow', async (t) => {
   const table = new ConnectionTable(1000);
@@ -113,6 +113,38 @@ t.test('the expiry sweep closes sessions whose token expired with 4501 after an 
   t.same(stale.ended, [[CLOSE.tokenExpired, 'token expired']]);
   t.match(decodeServerFrame(stale.sent[0]!), { ok: true, frame: { t: 'error', code: 'unauthorized', msg: 'token expired' } });
   t.equal(table.expire(6_000), 0, 'once');
+});
+
+t.test('the idle sweep pings a session silent for half the timeout and closes it with 4002 at the timeout', async (t) => {
+  const table = new ConnectionTable(1000);
+  const ws = new FakeSocket({ ...state(), lastSeenMs: 1_000 });
+  let pings = 0;
+  (ws as unknown as { ping: () => number }).ping = () => ++pings;
+  table.add(1, ws);
+  t.equal(table.idle(4_000, 8_000), 0);
+  t.equal(pings, 0, 'not yet half the timeout');
+  t.equal(table.idle(5_000, 8_000), 0);
+  t.equal(pings, 1, 'pinged at half the timeout');
+  table.idle(6_000, 8_000);
+  t.equal(pings, 1, 'pinged once until something arrives');
+  t.equal(table.idle(9_000, 8_000), 1);
+  t.same(ws.ended, [[CLOSE.idleTimeout, 'idle timeout']]);
+});
+
+t.test('answers pushed to a session count its in-flight requests back down', async (t) => {
+  const table = new ConnectionTable(1000);
+  const st = { ...state(), inflight: 2 };
+  const ws = new FakeSocket(st);
+  table.add(ref.connId, ws);
+  table.push(ref, { t: 'receipt', conv: 'c', kind: 'read', user: 'bob', seq: 1 } as never);
+  t.equal(st.inflight, 2, 'a receipt answers nothing');
+  table.push(ref, { t: 'pong', id: 1 });
+  t.equal(st.inflight, 1, 'a pong answers a ping');
+  table.push(ref, { t: 'error', id: 2, code: 'internal', msg: 'x', retry: true });
+  t.equal(st.inflight, 0, 'an error with an id answers its request');
+  table.push(ref, { t: 'pong', id: 3 });
+  t.equal(st.inflight, 0, 'never below zero');
+  t.notOk(isAnswer({ t: 'error', code: 'internal', msg: 'x', retry: true }), 'an error without an id answers nothing');
 });
 
 t.test('close reasons are cut to 123 bytes on a character boundary', async (t) => {
