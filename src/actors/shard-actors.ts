@@ -250,6 +250,11 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
         router.close(s, CLOSE.internalError, CLOSE_REASONS[CLOSE.internalError]);
       });
       router.tell('user', s.user, { t: 'attach', session: s });
+      // Register the device (upsert, keeps its push token) so receipts can count the user's devices.
+      // Best effort: failing it loses nothing but a device from the peers' delivered state.
+      store.putDevice({ userId: s.user, deviceId: s.device, platform: 'other', createdAtMs: clock.now() }).catch((err: unknown) => {
+        log.warn({ err }, 'device registration failed');
+      });
     },
     frame(s, f) {
       try {
