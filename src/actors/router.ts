@@ -43,7 +43,7 @@ export class Router {
 
   tell<K extends ActorKind>(kind: K, key: string, msg: ActorMessages[K]): void {
     const shard = shardOf(key, this.opts.shardCount);
-    if (process.env.E2E_DBG && (msg as { t: string }).t === 'send') console.error('DBG t' + threadId + ' route send', key, (msg as { cmid?: string }).cmid, 'from', this.opts.shard, 'to', shard);
+    if (process.env.E2E_DBG && (msg as { t: string }).t === 'send') console.error('DBG t' + threadId + ' route send', key, (msg as { cmid?: string }).cmid, 'from', this.opts.shard, 'to', shard, Date.now() % 100000);
     if (shard === this.opts.shard) {
       this.localHost().tell(kind, key, msg);
       return;

@@ -1,3 +1,4 @@
+import { threadId } from 'node:worker_threads';
 /**
  * The actor layer of one shard thread: host, router, conversation and user actors, cursor batching,
  * and the SessionHandler the gateway calls. The shard composition (src/shard.ts) creates one per
@@ -281,6 +282,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     onLinkMessage: (bytes) => router.receive(bytes),
     drain,
     shardRestarted(shard) {
+      if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' shardRestarted', shard, Date.now() % 100000);
       for (const local of [...sessions.values()]) {
         if (router.shardOf(local.ref.user) === shard) router.close(local.ref, CLOSE.shardRestarting, CLOSE_REASONS[CLOSE.shardRestarting]);
       }

@@ -21,10 +21,6 @@ const storeSchema = z.strictObject({
     .number().int().min(60_000)
     .default(7 * 24 * 3600 * 1000)
     .describe('How long a (conversation, sender device, client message id) is remembered for idempotent retries.'),
-  retentionMs: z
-    .number().int().min(0)
-    .default(0)
-    .describe('Delete message history older than this (whole buckets). 0 keeps history forever.'),
   embedded: z
     .object({
       path: z.string().min(1).default('./data/store').describe('Directory of the embedded lmdb store.'),
