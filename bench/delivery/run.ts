@@ -21,8 +21,8 @@
  *
  * A step is sustainable when the median run delivers >= 95% of the target rate within the window,
  * has deliver p99 <= --p99-limit-ms, and nothing was lost, unanswered or refused. Stepping stops at
- * the first step that is not; then up to --refine bisection steps (500 msgs/s grid) narrow the
- * range between the last good and the first bad step. Then the half of the max sustainable rate is measured (if not already).
+ * the first step that is not; then up to --refine bisection steps narrow the range between the
+ * last good and the first bad step. Then half the max sustainable rate is measured (if not already).
  *
  * The box may be shared: CPU time on the two cores that no benchmark process used is reported as
  * "other load", and a run with more than --max-other-load cores of it is repeated (up to --retries
@@ -406,9 +406,11 @@ async function benchEngine(engine: Engine): Promise<EngineResult> {
     }
     lastOk = rate;
   }
-  // Bisection between the last good and the first bad step, on a 500 msgs/s grid.
+  // Bisection between the last good and the first bad step, on a grid of half the last good
+  // rate's order of magnitude (500 msgs/s around a few thousand, 50 around a few hundred).
   for (let i = 0; i < REFINE && firstBad > 0 && lastOk > 0 && firstBad / lastOk > 1.15; i++) {
-    const mid = Math.round((lastOk + firstBad) / 2 / 500) * 500;
+    const grid = Math.max(50, 10 ** Math.floor(Math.log10(lastOk)) / 2);
+    const mid = Math.round((lastOk + firstBad) / 2 / grid) * grid;
     if (mid <= lastOk || mid >= firstBad) break;
     const s = await measureStep(engine, mid);
     steps.push(s);

@@ -1,4 +1,3 @@
-import { threadId } from 'node:worker_threads';
 /**
  * The conversation actor: the single writer of one conversation on this node.
  *
@@ -76,17 +75,8 @@ export class ConversationActor implements Actor<ConvMsg> {
   }
 
   async activate(): Promise<void> {
-    const t0 = Date.now();
-    if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' activate', this.ctx.key, t0 % 100000);
-    try {
-      const conv = await this.deps.store.getConversation(this.ctx.key);
-      if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' got conv', this.ctx.key, Date.now() - t0);
-      if (conv !== null) this.adopt(await this.load(conv));
-      if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' activated', this.ctx.key, Date.now() - t0);
-    } catch (err) {
-      if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' activation failed', this.ctx.key, Date.now() - t0, String(err));
-      throw err;
-    }
+    const conv = await this.deps.store.getConversation(this.ctx.key);
+    if (conv !== null) this.adopt(await this.load(conv));
   }
 
   receive(msg: ConvMsg): void | Promise<void> {
@@ -127,7 +117,6 @@ export class ConversationActor implements Actor<ConvMsg> {
   // ---- sends -----------------------------------------------------------------------------------
 
   private onSend(m: ConvSend): void | Promise<void> {
-    if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' send', this.ctx.key, m.cmid, JSON.stringify(m.session), 'state', this.state !== null, 'inflight', this.inflight?.length, 'queue', this.queue.length);
     if (this.state !== null) return this.accept(this.state, m);
     // Absent at activation: created since by another path, or a first send to a direct id that
     // creates it. The mailbox waits meanwhile; only sends to missing conversations pay the read.
@@ -193,10 +182,7 @@ export class ConversationActor implements Actor<ConvMsg> {
       if (page.length < MEMBER_PAGE) break;
       after = page[page.length - 1]!.userId;
     }
-    if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' members', conv.id, members.size);
-    const epoch = await this.deps.epochs.next(conv.id);
-    const writer = await this.deps.store.openWriter(conv.id, epoch);
-    if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' writer', conv.id, epoch, writer.head);
+    const writer = await this.deps.store.openWriter(conv.id, await this.deps.epochs.next(conv.id));
     return { conv, members, writer };
   }
 
@@ -210,7 +196,6 @@ export class ConversationActor implements Actor<ConvMsg> {
     if (this.inflight !== null || this.queue.length === 0 || this.state === null) return;
     const batch = this.queue.splice(0, this.deps.maxCommitBatch);
     this.inflight = batch;
-    if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' append', this.ctx.key, batch.map((q) => q.send.cmid).join(','));
     convMetrics.commitBatch.observe(batch.length);
     const started = this.deps.clock.now();
     const elapsed = (): number => this.deps.clock.now() - started;
@@ -231,7 +216,6 @@ export class ConversationActor implements Actor<ConvMsg> {
   }
 
   private onCommitted(results: AppendResult[], durationMs: number): void {
-    if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' committed', this.ctx.key, results.map((r) => r.seq + (r.duplicate ? 'd' : '')).join(','));
     const batch = this.inflight ?? [];
     this.inflight = null;
     convMetrics.commitDuration.observe({ result: 'ok' }, durationMs / 1000);
@@ -240,7 +224,6 @@ export class ConversationActor implements Actor<ConvMsg> {
   }
 
   private onCommitFailed(f: ConvCommitFailed): void {
-    if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' commit_failed', this.ctx.key, f.code, f.message);
     const batch = this.inflight ?? [];
     this.inflight = null;
     convMetrics.commitDuration.observe({ result: f.code }, f.durationMs / 1000);
@@ -269,8 +252,7 @@ export class ConversationActor implements Actor<ConvMsg> {
       this.remember(key, { seq: r.seq, mid: r.messageId, ts });
       this.head = Math.max(this.head, r.seq);
       convMetrics.sent.inc({ result: r.duplicate ? 'duplicate' : 'ok' });
-      const pr = this.deps.router.push(send.session, { t: 'sent', id: send.id, conv, seq: r.seq, mid: r.messageId, dup: r.duplicate, ts });
-      if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' sent', conv, send.cmid, r.seq, JSON.stringify(send.session), pr);
+      this.deps.router.push(send.session, { t: 'sent', id: send.id, conv, seq: r.seq, mid: r.messageId, dup: r.duplicate, ts });
       if (fannedOut.has(r.seq)) continue;
       fannedOut.add(r.seq);
       if (!r.duplicate) {

@@ -1,4 +1,3 @@
-import { threadId } from 'node:worker_threads';
 /**
  * Routes actor messages and connection frames within a node: to the local host or sink when this
  * shard owns the target, else over the ShardLink as a thread frame. Stateless: any code on the
@@ -43,7 +42,6 @@ export class Router {
 
   tell<K extends ActorKind>(kind: K, key: string, msg: ActorMessages[K]): void {
     const shard = shardOf(key, this.opts.shardCount);
-    if (process.env.E2E_DBG && (msg as { t: string }).t === 'send') console.error('DBG t' + threadId + ' route send', key, (msg as { cmid?: string }).cmid, 'from', this.opts.shard, 'to', shard, Date.now() % 100000);
     if (shard === this.opts.shard) {
       this.localHost().tell(kind, key, msg);
       return;
@@ -84,7 +82,6 @@ export class Router {
     actorMetrics.linkFrames.inc({ type: frame.t, direction: 'in' });
     switch (frame.t) {
       case 'actor':
-        if (process.env.E2E_DBG && (frame.msg as { t: string }).t === 'send') console.error('DBG t' + threadId + ' link in send', frame.key, (frame.msg as { cmid?: string }).cmid);
         if (frame.kind === 'conv') this.localHost().tell('conv', frame.key, frame.msg);
         else this.localHost().tell('user', frame.key, frame.msg);
         return;

@@ -1,4 +1,3 @@
-import { threadId } from 'node:worker_threads';
 /**
  * The actor layer of one shard thread: host, router, conversation and user actors, cursor batching,
  * and the SessionHandler the gateway calls. The shard composition (src/shard.ts) creates one per
@@ -75,8 +74,9 @@ export interface ShardActors {
   /**
    * Another shard thread of this node restarted: the user actors it hosted are gone with their
    * session registrations and pending deliveries. Closes this shard's sessions of those users with
-   * 4005, so they reconnect and sync (nothing committed meanwhile is missed). The supervisor calls
-   * this on every surviving shard.
+   * 4005, so they reconnect and sync (nothing committed meanwhile is missed), and the sessions with a
+   * send still unanswered by a conversation actor of that shard (lost with it: the client resends).
+   * The supervisor calls this on every surviving shard.
    */
   shardRestarted(shard: number): void;
   stats(): ShardActorStats;
@@ -88,6 +88,12 @@ interface LocalSession {
   syncing: boolean;
   waitingSync: SyncFrame | null;
   attachTimer: TimerHandle | null;
+  /**
+   * Unanswered sends: request id -> shard of the conversation actor it went to. The link is
+   * at-most-once, so a send that went to a shard which then died may never be answered; see
+   * shardRestarted. Bounded by the client's in-flight requests.
+   */
+  sends: Map<number, number>;
 }
 
 export function createShardActors(o: ShardActorsOptions): ShardActors {
@@ -96,7 +102,20 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
   const epochs = o.epochs ?? new ClockEpochSource(() => clock.now());
   const cfg = o.config;
   const { store } = o;
-  const router = new Router({ shard: o.shard, shardCount: o.shardCount, nodeId: o.nodeId, link: o.link, sink: o.sink, log });
+  const sessions = new Map<number, LocalSession>();
+  // Every frame to a local session passes here (from this shard or from another over the link), so
+  // a send's answer (`sent`, or `error` with its id) clears it from the session's unanswered sends.
+  const sink: ConnectionSink<ServerFrame> = {
+    push(conn, frame) {
+      if ((frame.t === 'sent' || frame.t === 'error') && frame.id !== undefined) {
+        const local = sessions.get(conn.connId);
+        if (local !== undefined && sameSession(local.ref, conn)) local.sends.delete(frame.id);
+      }
+      return o.sink.push(conn, frame);
+    },
+    close: (conn, code, reason) => o.sink.close(conn, code, reason),
+  };
+  const router = new Router({ shard: o.shard, shardCount: o.shardCount, nodeId: o.nodeId, link: o.link, sink, log });
   const host = new ActorHost<ActorMessages>({
     mailboxCapacity: cfg.mailboxCapacity,
     turnBudget: cfg.turnBudget,
@@ -107,7 +126,6 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
   const cursors = new CursorBatcher({ store, clock, log, flushMs: cfg.cursorFlushMs });
   const syncDeps = { store, router, log, syncPageSize: cfg.syncPageSize, limit: new ConcurrencyLimit(o.maxConcurrentReads ?? 64) };
   const attachTimeoutMs = o.attachTimeoutMs ?? 10_000;
-  const sessions = new Map<number, LocalSession>();
   let draining: Promise<void> | null = null;
 
   const convSpec: ActorKindSpec<ConvMsg> = {
@@ -196,6 +214,8 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
           return;
         }
         const conv = f.to !== undefined ? directConversationId(s.user, f.to) : f.conv;
+        const local = sessions.get(s.connId);
+        if (local !== undefined && sameSession(local.ref, s)) local.sends.set(f.id, router.shardOf(conv));
         router.tell('conv', conv, { t: 'send', session: s, id: f.id, cmid: f.cmid, body: f.body });
         return;
       }
@@ -242,7 +262,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
 
   const handler: SessionHandler<ClientFrame> = {
     opened(s) {
-      const local: LocalSession = { ref: s, attached: false, syncing: false, waitingSync: null, attachTimer: null };
+      const local: LocalSession = { ref: s, attached: false, syncing: false, waitingSync: null, attachTimer: null, sends: new Map() };
       sessions.set(s.connId, local);
       local.attachTimer = clock.setTimer(attachTimeoutMs, () => {
         local.attachTimer = null;
@@ -282,9 +302,12 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     onLinkMessage: (bytes) => router.receive(bytes),
     drain,
     shardRestarted(shard) {
-      if (process.env.E2E_DBG) console.error('DBG t' + threadId + ' shardRestarted', shard, Date.now() % 100000);
       for (const local of [...sessions.values()]) {
-        if (router.shardOf(local.ref.user) === shard) router.close(local.ref, CLOSE.shardRestarting, CLOSE_REASONS[CLOSE.shardRestarting]);
+        // A send still unanswered by the dead incarnation was lost with it (or its answer was): the
+        // client would wait for `sent` forever on a connection that looks healthy. Closing makes it
+        // resend under the same cmid after reconnecting (idempotent: a stored one comes back dup).
+        const lostSend = [...local.sends.values()].includes(shard);
+        if (router.shardOf(local.ref.user) === shard || lostSend) router.close(local.ref, CLOSE.shardRestarting, CLOSE_REASONS[CLOSE.shardRestarting]);
       }
     },
     stats: () => ({

@@ -33,8 +33,11 @@ export interface CreateRedisOptions {
 
 const CONNECT_TIMEOUT_MS = 2_000;
 const COMMAND_TIMEOUT_MS = 2_000;
-/** Reconnect backoff: 50 ms doubling to 1 s. ioredis keeps retrying forever; commands do not wait. */
-const MAX_RECONNECT_DELAY_MS = 1_000;
+/**
+ * Reconnect backoff: 100 ms doubling to 500 ms, forever. A command queued while disconnected fails
+ * after two failed attempts (maxRetriesPerRequest 1), so at most about a second once Redis is down.
+ */
+const MAX_RECONNECT_DELAY_MS = 500;
 
 const redisErrors = new Counter({
   name: 'ticks_cluster_redis_errors_total',
@@ -55,12 +58,11 @@ export function createRedis(opts: CreateRedisOptions): Redis {
     connectionName: opts.name,
     connectTimeout: CONNECT_TIMEOUT_MS,
     ...(commandTimeout > 0 ? { commandTimeout } : {}),
-    // A command queued while disconnected fails after one failed reconnect instead of twenty.
+    // A queued command fails after two failed connection attempts rather than twenty-one.
     maxRetriesPerRequest: 1,
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 10), MAX_RECONNECT_DELAY_MS),
-    // Never auto-resend a command whose reply was lost: scripts here are not all idempotent.
-    autoResendUnfulfilledCommands: false,
-    enableAutoPipelining: true,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 4), MAX_RECONNECT_DELAY_MS),
+    // ioredis re-sends commands whose reply was lost in a reconnect (autoResendUnfulfilledCommands,
+    // default on; turning it off leaves them unsettled), so every script here is idempotent.
   });
   // Without a listener ioredis prints every reconnect failure to stderr; count them instead. The
   // failures that matter reach the caller through the rejected command.
@@ -140,6 +142,48 @@ export class RedisScript {
       return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
     }
   }
+}
+
+export interface ScriptCall {
+  keys: readonly string[];
+  args: readonly (string | number)[];
+}
+
+/**
+ * Runs many calls of one script in a single pipeline (one round trip); `result[i]` answers
+ * `calls[i]`. Calls that hit NOSCRIPT are re-run after SCRIPT LOAD, so scripts run this way must
+ * be idempotent. Any other per-call error rejects the whole batch with that (unwrapped) error.
+ */
+export async function runScriptMany(
+  script: RedisScript,
+  redis: Redis,
+  calls: readonly ScriptCall[],
+): Promise<unknown[]> {
+  const out = await pipelineOf(script, redis, calls);
+  const missing = out.flatMap((r, i) => (r[0] !== null && isNoScript(r[0]) ? [i] : []));
+  if (missing.length > 0) {
+    await script.load(redis);
+    const retried = await pipelineOf(script, redis, missing.map((i) => calls[i]));
+    missing.forEach((i, j) => (out[i] = retried[j]));
+  }
+  return out.map(([err, value]) => {
+    if (err !== null) throw err;
+    return value;
+  });
+}
+
+async function pipelineOf(
+  script: RedisScript,
+  redis: Redis,
+  calls: readonly ScriptCall[],
+): Promise<[Error | null, unknown][]> {
+  const p = redis.pipeline();
+  for (const c of calls) p.evalsha(script.sha, c.keys.length, ...c.keys, ...c.args);
+  const res = await p.exec();
+  if (res === null || res.length !== calls.length) {
+    throw new ClusterError('cluster.internal', `script ${script.name}: pipeline returned no replies`);
+  }
+  return res;
 }
 
 function isNoScript(err: unknown): boolean {

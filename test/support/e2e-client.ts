@@ -21,9 +21,9 @@ export const utf8 = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
 /** Waits (real time) until `pred` holds; on timeout fails with `what` and the state `describe` gives. */
-export async function waitUntil(pred: () => boolean, what: string, describe: () => string = () => '', timeoutMs = DEFAULT_WAIT_MS): Promise<void> {
+export async function waitUntil(pred: () => boolean | Promise<boolean>, what: string, describe: () => string = () => '', timeoutMs = DEFAULT_WAIT_MS): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (!pred()) {
+  while (!(await pred())) {
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}\n${describe()}`);
     await new Promise<void>((resolve) => setTimeout(resolve, 10));
   }
