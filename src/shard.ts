@@ -142,10 +142,14 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   const drain = async (timeoutMs: number): Promise<void> => {
     const deadline = Date.now() + timeoutMs;
     gateway.stopAccepting();
-    gateway.closeAll(CLOSE.draining);
-    const closedAtMs = Date.now();
+    // Sockets stay open while the actors drain (new sends get shutting_down), so the `sent` answers
+    // of commits in flight still reach their senders; only then are sessions closed with 4000.
+    // Across shards this is best effort: a commit on another shard that ends after this shard closed
+    // its sockets is answered as a duplicate when the client resends (nothing is lost).
     const timedOut = !(await within(actors.drain(), timeoutMs));
     if (timedOut) log.warn({ timeoutMs }, 'actor drain timed out; closing the store anyway');
+    gateway.closeAll(CLOSE.draining);
+    const closedAtMs = Date.now();
     storeOpen = false;
     await within(store.close(), Math.max(100, deadline - Date.now()));
     await sleep(Math.max(0, closedAtMs + CLOSE_GRACE_MS - Date.now()));

@@ -63,7 +63,6 @@ for (const engine of e2eEngines('e2e_restart')) {
     const down = await whileDown;
     const afterSeqs = [...bursts.map((r) => r.seq), down.seq].sort((a, b) => a - b);
     t.same(afterSeqs, range(11, 21), `the burst and the send made while down hold seqs 11..21, each once (got ${afterSeqs.join(',')})`);
-    t.equal(down.dup, false, 'the send made while down was stored after the restart');
     t.comment(`burst: ${bursts.filter((r) => r.dup).length} of 10 were stored before the stop and answered as dups after it`);
     for (const r of bursts) acked.set(r.seq, r.mid);
     acked.set(down.seq, down.mid);

@@ -1,10 +1,11 @@
 /**
  * Scenario 6, end to end through the SDK: one shard thread crashes (the test-only hook
- * `RunningNode.crashShard`) while sends are in flight. The supervisor restarts it; clients whose
- * socket or user actor was on it hear 4005 and reconnect with the SDK's backoff; no acknowledged
- * message is lost, every retried send is stored once, every recipient ends with every message in
- * order (before anyone sends again, so a repair by later traffic cannot hide a lost delivery), and
- * messages sent after the recovery are delivered. Embedded store and Cassandra.
+ * `RunningNode.crashShard`) while sends are in flight, and more sends are made while it is down.
+ * The supervisor restarts it; clients whose socket or user actor was on it, or whose send was lost
+ * with it, hear 4005 and reconnect with the SDK's backoff; no acknowledged message is lost, every
+ * retried send is stored once, every device reaches the head in order before anyone sends again (a
+ * lost delivery of the last message would otherwise be repaired by later traffic and go unseen),
+ * and messages sent after the recovery are delivered live. Embedded store and Cassandra.
  */
 import t from 'tap';
 import { CLOSE } from '../../src/protocol/codes.js';
@@ -85,8 +86,10 @@ for (const engine of e2eEngines('e2e_crash')) {
       t.same(seqs, range(BEFORE + 1, head), `${p.conv}: the burst and the send made while down hold seqs ${BEFORE + 1}..${head}, each once (got ${compact(seqs)})`);
     }
 
-    // Every device gets every acked message, in order, without a later message to repair a gap.
+    // Every device gets every acked message, in order, before any later message could repair a gap.
     await waitUntil(() => pairs.every((p) => p.b.sdk.cursor(p.conv) === head && p.a.sdk.cursor(p.conv) === head), `every device at seq ${head}`, describe);
+    const sources = clients.flatMap((c) => c.messages()).reduce<Record<string, number>>((acc, m) => ({ ...acc, [m.source]: (acc[m.source] ?? 0) + 1 }), {});
+    t.comment(`messages received by source: ${JSON.stringify(sources)}`);
     for (const [i, p] of pairs.entries()) {
       const acked = new Map([...results[i]!, downResults[i]!].map((r) => [r.seq, r.mid]));
       for (const c of [p.a, p.b]) {
