@@ -1,7 +1,8 @@
 /**
  * One generator process of bench/connections: opens `count` authenticated connections from one
  * loopback source address (distinct user per connection, token minted here), waits for each
- * `hello`, holds them idle (ws answers the server's pings), and closes them when told.
+ * `hello`, holds them idle (ws answers the server's pings), and closes them when told. `open` may
+ * come several times (the orchestrator opens in two halves to read the marginal cost).
  */
 import { performance } from 'node:perf_hooks';
 import type WebSocket from 'ws';
@@ -10,13 +11,19 @@ import { awaitHello, mintToken, openSocket } from '../lib/wire.js';
 import type { FromGenerator, OpenCmd, ToGenerator } from './messages.js';
 
 const send = (m: FromGenerator): void => void process.send!(m);
+/** Explicit source ports (bench/lib/wire.ts openSocket): above the privileged range, below 65536. */
+const FIRST_PORT = 10_000;
+const LAST_PORT = 65_535;
 const sockets: WebSocket[] = [];
+// Source ports handed out in order (see openSocket), across `open` calls; one in use is skipped.
+let nextPort = FIRST_PORT;
 const closedWhileHeld: Record<string, number> = {};
 let closing = false;
 
 async function open(cmd: OpenCmd): Promise<void> {
   const started = Date.now();
   const deadline = started + cmd.deadlineMs;
+  const openedBefore = sockets.length;
   const failures: Record<string, number> = {};
   const hello = new Recorder();
   let next = 0;
@@ -27,10 +34,20 @@ async function open(cmd: OpenCmd): Promise<void> {
       const i = cmd.from + next++;
       try {
         const token = await mintToken(cmd.secret, `${cmd.prefix}${i}`, 'd', 24 * 3600);
-        const t0 = performance.now();
-        const ws = openSocket(cmd.url, token, cmd.localAddress);
-        ws.on('error', () => {}); // counted through the close or the awaitHello rejection
-        await awaitHello(ws, cmd.helloTimeoutMs);
+        let ws: WebSocket | null = null;
+        let t0 = 0;
+        for (let attempt = 0; ws === null; attempt++) {
+          if (nextPort > LAST_PORT) throw new Error('out of source ports');
+          t0 = performance.now();
+          const candidate = openSocket(cmd.url, token, cmd.localAddress, nextPort++);
+          candidate.on('error', () => {}); // counted through the close or the awaitHello rejection
+          try {
+            await awaitHello(candidate, cmd.helloTimeoutMs);
+            ws = candidate;
+          } catch (err) {
+            if (!/EADDRINUSE/.test((err as Error).message) || attempt >= 20) throw err;
+          }
+        }
         hello.record((performance.now() - t0) * 1000);
         ws.on('close', (code: number) => {
           if (!closing) closedWhileHeld[String(code)] = (closedWhileHeld[String(code)] ?? 0) + 1;
@@ -45,7 +62,7 @@ async function open(cmd: OpenCmd): Promise<void> {
   };
   await Promise.all(Array.from({ length: Math.max(1, cmd.concurrency) }, worker));
   clearInterval(progress);
-  send({ t: 'opened', opened: sockets.length, failed, failures, ms: Date.now() - started, helloHist: hello.encode() });
+  send({ t: 'opened', opened: sockets.length - openedBefore, failed, failures, ms: Date.now() - started, helloHist: hello.encode() });
 }
 
 async function closeAll(): Promise<void> {

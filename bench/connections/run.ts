@@ -2,7 +2,7 @@
  * bench/connections: idle authenticated connections, and what each one costs.
  *
  *   npm run bench:connections -- [--target 20000] [--per-node 18000] [--per-generator 18000]
- *       [--runs 1] [--concurrency 100] [--settle 5] [--no-pin]
+ *       [--runs 1] [--concurrency 100] [--settle 5] [--runtime tsx|build] [--heap] [--no-pin]
  *
  * K = ceil(target / per-node) node processes (`src/main.ts`, gateway.shards=1, embedded store, each
  * its own data dir) share ONE port through SO_REUSEPORT; this machine caps a process at 20,000 open
@@ -21,8 +21,17 @@
  * Then every generator closes its connections, the nodes are stopped (SIGTERM, drain) and the
  * benchmark checks that every process it started has exited.
  *
+ * --runtime build runs the nodes from a tsc build of src/ (.cache/bench-dist) instead of through
+ * tsx (`npm start`); --heap then also runs bench/connections/heap.ts (heap per connection and a
+ * census of the objects that make it up, which RSS cannot show).
+ *
+ * Connections open in two halves with a reading in between, so the marginal RSS per connection
+ * (second half only) is reported beside the average; the CPU both sides spent opening is reported
+ * per connection.
+ *
  * Nodes are pinned to CPU 0 and generators to CPU 1 unless --no-pin. Sysctls it may change (and
- * prints): net.ipv4.ip_local_port_range, when a generator needs more ports than the range has.
+ * prints): net.ipv4.ip_local_port_range, when a generator needs more ports than the range has
+ * (generators bind explicit source ports 10000-65535, so this only matters for larger shares).
  */
 import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -30,8 +39,8 @@ import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { freePorts } from '../../test/support/services/process.js';
 import { mergeEncoded } from '../lib/hdr.js';
-import { meminfoBytes, pickSourceAddresses, readSysctl, rssBytes, setSysctl, sockstat, type SockStat } from '../lib/proc.js';
-import { endChild, nextMessage, repoRoot, startChild, startTicksNode, type TicksNode } from '../lib/processes.js';
+import { meminfoBytes, pickSourceAddresses, processCpu, readSysctl, rssBytes, setSysctl, sockstat, type SockStat } from '../lib/proc.js';
+import { buildForBench, endChild, nextMessage, repoRoot, startChild, startTicksNode, type NodeRuntime, type TicksNode } from '../lib/processes.js';
 import { machine, median } from '../lib/stats.js';
 import { int, kb, markdownTable, ms } from '../lib/table.js';
 import type { FromGenerator, ToGenerator } from './messages.js';
@@ -49,6 +58,9 @@ const CONCURRENCY = Number(opt('concurrency', '100'));
 const SETTLE_S = Number(opt('settle', '5'));
 const PIN = !args.includes('--no-pin');
 const FORCE = args.includes('--force');
+const RUNTIME = opt('runtime', 'tsx') as NodeRuntime;
+if (RUNTIME !== 'tsx' && RUNTIME !== 'build') throw new Error('--runtime tsx or build');
+const HEAP = args.includes('--heap');
 const SECRET = 'bench-connections-secret-'.padEnd(48, 'x');
 /** Connections a node refuses beyond (HTTP 503) instead of running into the 20,000-file limit. */
 const NODE_MAX_CONNECTIONS = 19_500;
@@ -106,6 +118,13 @@ interface RunFigures {
   helloP99: number;
   perNode: number[];
   userBytesPerConn: number;
+  /** RSS growth per connection over the second half of the connections only. */
+  marginalUserBytesPerConn: number;
+  /** CPU spent opening (upgrade, token verification, hello, actor attach), per connection. */
+  nodeCpuUsPerConn: number;
+  nodeSysShare: number;
+  genCpuUsPerConn: number;
+  genSysShare: number;
   userBytesPerConnMin: number;
   userBytesPerConnMax: number;
   nodeBaselineRssMb: number;
@@ -138,6 +157,7 @@ async function oneRun(runNo: number, firstSource: number): Promise<RunFigures> {
           dir,
           name: `node${i}`,
           cpu: PIN ? 0 : null,
+          runtime: RUNTIME,
           env: {
             TICKS_NODE_ID: `conn-${runNo}-${i}`,
             TICKS_LOG_LEVEL: 'warn',
@@ -162,39 +182,67 @@ async function oneRun(runNo: number, firstSource: number): Promise<RunFigures> {
     const perGen = Math.ceil(TARGET / G);
     const started = Date.now();
     const progress = new Map<ChildProcess, number>();
-    const answers = gens.map((g, i) => {
+    for (const g of gens) {
       g.on('message', (m: FromGenerator) => {
         if (m.t === 'progress') progress.set(g, m.opened);
       });
-      const answer = nextMessage(g, (m): m is Extract<FromGenerator, { t: 'opened' | 'fatal' }> => ['opened', 'fatal'].includes((m as { t: string }).t), 15 * 60_000);
-      g.send({
-        t: 'open',
-        url: `ws://127.0.0.1:${port}/ws?v=1`,
-        localAddress: sources[i]!,
-        secret: SECRET,
-        prefix: `c${runNo}u`,
-        from: i * perGen,
-        count: Math.min(perGen, TARGET - i * perGen),
-        concurrency: CONCURRENCY,
-        helloTimeoutMs: 30_000,
-        deadlineMs: 10 * 60_000,
-      } satisfies ToGenerator);
-      return answer;
-    });
-    const ticker = setInterval(() => log(`  ${int(sum([...progress.values()]))} connected after ${((Date.now() - started) / 1000).toFixed(0)} s`), 5000);
-    const opened = await Promise.all(answers).finally(() => clearInterval(ticker));
+    }
     const failures: Record<string, number> = {};
     let okCount = 0;
     let failed = 0;
     const hists: string[] = [];
-    for (const o of opened) {
-      if (o.t === 'fatal') throw new Error(`generator failed: ${o.error}`);
-      okCount += o.opened;
-      failed += o.failed;
-      hists.push(o.helloHist);
-      for (const [k, v] of Object.entries(o.failures)) failures[k] = (failures[k] ?? 0) + v;
+    /** Opens the part [lo, hi) of every generator's share of users. */
+    const openPart = async (lo: number, hi: number): Promise<void> => {
+      const answers = gens.map((g, i) => {
+        const share = Math.max(0, Math.min(perGen, TARGET - i * perGen));
+        const from = i * perGen + Math.floor(share * lo);
+        const count = i * perGen + Math.floor(share * hi) - from;
+        const answer = nextMessage(g, (m): m is Extract<FromGenerator, { t: 'opened' | 'fatal' }> => ['opened', 'fatal'].includes((m as { t: string }).t), 15 * 60_000);
+        g.send({
+          t: 'open',
+          url: `ws://127.0.0.1:${port}/ws?v=1`,
+          localAddress: sources[i]!,
+          secret: SECRET,
+          prefix: `c${runNo}u`,
+          from,
+          count,
+          concurrency: CONCURRENCY,
+          helloTimeoutMs: 30_000,
+          deadlineMs: 10 * 60_000,
+        } satisfies ToGenerator);
+        return answer;
+      });
+      for (const o of await Promise.all(answers)) {
+        if (o.t === 'fatal') throw new Error(`generator failed: ${o.error}`);
+        okCount += o.opened;
+        failed += o.failed;
+        hists.push(o.helloHist);
+        for (const [k, v] of Object.entries(o.failures)) failures[k] = (failures[k] ?? 0) + v;
+      }
+    };
+    const ticker = setInterval(() => log(`  ${int(sum([...progress.values()]))} connected after ${((Date.now() - started) / 1000).toFixed(0)} s`), 10_000);
+    const cpu0 = { nodes: nodes.map((n) => processCpu(n.pid)), gens: gens.map((g) => processCpu(g.pid!)) };
+    // Two halves with a reading in between: the second half's RSS growth per connection is the
+    // marginal cost, free of one-off growth (JIT code, heap headroom) that the first connections pay.
+    let mid: Reading;
+    let midCount = 0;
+    try {
+      await openPart(0, 0.5);
+      await sleep(SETTLE_S * 1000);
+      mid = read(nodes, gens);
+      midCount = okCount;
+      await openPart(0.5, 1);
+    } finally {
+      clearInterval(ticker);
     }
-    const openMs = Date.now() - started;
+    const cpu1 = { nodes: nodes.map((n) => processCpu(n.pid)), gens: gens.map((g) => processCpu(g.pid!)) };
+    const cpuOf = (a: (ReturnType<typeof processCpu>)[], b: (ReturnType<typeof processCpu>)[]): { user: number; sys: number } => ({
+      user: sum(b.map((x, i) => (x?.userUs ?? 0) - (a[i]?.userUs ?? 0))),
+      sys: sum(b.map((x, i) => (x?.systemUs ?? 0) - (a[i]?.systemUs ?? 0))),
+    });
+    const nodeCpu = cpuOf(cpu0.nodes, cpu1.nodes);
+    const genCpu = cpuOf(cpu0.gens, cpu1.gens);
+    const openMs = Date.now() - started - SETTLE_S * 1000;
     log(`  ${int(okCount)} connections hello'd in ${(openMs / 1000).toFixed(1)} s (${failed} failed${failed ? `: ${JSON.stringify(failures)}` : ''}); settling ${SETTLE_S} s`);
     await sleep(SETTLE_S * 1000);
     const after = read(nodes, gens);
@@ -214,6 +262,11 @@ async function oneRun(runNo: number, firstSource: number): Promise<RunFigures> {
       helloP99: hello.p99,
       perNode,
       userBytesPerConn: (sum(after.nodeRss) - sum(before.nodeRss)) / Math.max(1, okCount),
+      marginalUserBytesPerConn: (sum(after.nodeRss) - sum(mid.nodeRss)) / Math.max(1, okCount - midCount),
+      nodeCpuUsPerConn: (nodeCpu.user + nodeCpu.sys) / Math.max(1, okCount),
+      nodeSysShare: nodeCpu.sys / Math.max(1, nodeCpu.user + nodeCpu.sys),
+      genCpuUsPerConn: (genCpu.user + genCpu.sys) / Math.max(1, okCount),
+      genSysShare: genCpu.sys / Math.max(1, genCpu.user + genCpu.sys),
       userBytesPerConnMin: Math.min(...perNodeBytes),
       userBytesPerConnMax: Math.max(...perNodeBytes),
       nodeBaselineRssMb: sum(before.nodeRss) / K / 2 ** 20,
@@ -254,7 +307,8 @@ async function main(): Promise<void> {
   console.log(`# bench/connections  ${date.toISOString()}  ${machine()}`);
   const K = Math.ceil(TARGET / PER_NODE);
   const G = Math.ceil(TARGET / PER_GEN);
-  console.log(`target=${int(TARGET)} nodes=${K} (shards=1 each, one port) generators=${G} runs=${RUNS} concurrency=${CONCURRENCY}/generator settle=${SETTLE_S}s pin=${PIN ? 'nodes CPU0, generators CPU1' : 'off'}`);
+  console.log(`target=${int(TARGET)} nodes=${K} (shards=1 each, one port, runtime ${RUNTIME}) generators=${G} runs=${RUNS} concurrency=${CONCURRENCY}/generator settle=${SETTLE_S}s pin=${PIN ? 'nodes CPU0, generators CPU1' : 'off'}`);
+  if (RUNTIME === 'build') await buildForBench(log);
 
   const need = TARGET * EST_BYTES_PER_CONN;
   const available = meminfoBytes('MemAvailable');
@@ -263,9 +317,11 @@ async function main(): Promise<void> {
   }
   const range = readSysctl('net.ipv4.ip_local_port_range').split(' ').map(Number);
   const ports = range[1]! - range[0]! + 1;
-  log(`sysctl net.ipv4.ip_local_port_range = ${range.join(' ')} (${int(ports)} ports per source address)`);
+  // The generators bind explicit source ports 10000-65535 (bench/lib/wire.ts says why), so the
+  // ephemeral range matters only if that ever changes; it is checked and printed all the same.
+  log(`sysctl net.ipv4.ip_local_port_range = ${range.join(' ')} (${int(ports)} ports per source address; generators bind explicit ports 10000-65535)`);
   if (ports < Math.ceil(TARGET / G) * 1.2) {
-    if (!setSysctl('net.ipv4.ip_local_port_range', '1024 65535', log)) throw new Error('not enough ephemeral ports per source address');
+    setSysctl('net.ipv4.ip_local_port_range', '1024 65535', log);
   }
   log(`sysctl net.core.somaxconn = ${readSysctl('net.core.somaxconn')}, net.ipv4.tcp_max_syn_backlog = ${readSysctl('net.ipv4.tcp_max_syn_backlog')}, net.ipv4.tcp_mem = ${readSysctl('net.ipv4.tcp_mem')}`);
 
@@ -275,7 +331,7 @@ async function main(): Promise<void> {
     const f = await oneRun(r, 2 + (r - 1) * G);
     runs.push(f);
     log(
-      `run ${r}: ${int(f.opened)} hello'd, ${kb(f.userBytesPerConn)} KB user space/conn (nodes ${kb(f.userBytesPerConnMin)}-${kb(f.userBytesPerConnMax)}), ` +
+      `run ${r}: ${int(f.opened)} hello'd, ${kb(f.userBytesPerConn)} KB user space/conn (nodes ${kb(f.userBytesPerConnMin)}-${kb(f.userBytesPerConnMax)}; marginal ${kb(f.marginalUserBytesPerConn)}), ` +
         `kernel ${kb(f.kernelMemBytesPerSocket)} KB buffers + ${kb(f.slabBytesPerSocket)} KB slab per socket, close ${(f.closeMs / 1000).toFixed(1)} s`,
     );
   }
@@ -307,11 +363,14 @@ async function main(): Promise<void> {
         ['upgrade to hello p50 / p99 (ms)', `${ms(med((x) => x.helloP50))} / ${ms(med((x) => x.helloP99))}`],
         ['node RSS at baseline (MB per node)', med((x) => x.nodeBaselineRssMb).toFixed(0)],
         ['**user space per connection (KB, node RSS delta)**', `**${kb(med((x) => x.userBytesPerConn))}** (per node ${kb(med((x) => x.userBytesPerConnMin))} to ${kb(med((x) => x.userBytesPerConnMax))})`],
+        ['... marginal, second half of the connections only (KB)', kb(med((x) => x.marginalUserBytesPerConn))],
+        ['node CPU to open one connection (µs; kernel share)', `${int(med((x) => x.nodeCpuUsPerConn))} (${(med((x) => x.nodeSysShare) * 100).toFixed(0)}%)`],
+        ['generator CPU to open one connection (µs; kernel share)', `${int(med((x) => x.genCpuUsPerConn))} (${(med((x) => x.genSysShare) * 100).toFixed(0)}%)`],
         ['TCP sockets added (both ends)', int(med((x) => x.sockets))],
         ['kernel TCP buffer memory per socket (KB, sockstat mem)', kb(med((x) => x.kernelMemBytesPerSocket))],
         ['kernel slab per socket (KB, meminfo Slab)', kb(med((x) => x.slabBytesPerSocket))],
         ['client (ws generator) RSS per connection (KB)', kb(med((x) => x.clientBytesPerConn))],
-        ['MemAvailable drop per connection, everything (KB)', kb(med((x) => x.availableDropPerConn))],
+        ['MemAvailable drop per connection (KB; box-wide, other work moves it)', kb(med((x) => x.availableDropPerConn))],
         ['closing all (s)', (med((x) => x.closeMs) / 1000).toFixed(1)],
         ['closed by the server while held', JSON.stringify(last.closedWhileHeld)],
         ['every process exited', allExited ? `yes (${startedPids.length})` : `no: ${leftovers.join(', ')}`],
@@ -325,13 +384,16 @@ async function main(): Promise<void> {
       bench: 'connections',
       date: date.toISOString(),
       machine: machine(),
-      params: { target: TARGET, nodes: K, generators: G, runs: RUNS, concurrency: CONCURRENCY, settleS: SETTLE_S, pinned: PIN },
+      params: { target: TARGET, nodes: K, generators: G, runs: RUNS, concurrency: CONCURRENCY, settleS: SETTLE_S, pinned: PIN, runtime: RUNTIME },
       opened: med((x) => x.opened),
       failed: med((x) => x.failed),
       openS: med((x) => x.openMs) / 1000,
       helloP50Us: med((x) => x.helloP50),
       helloP99Us: med((x) => x.helloP99),
       userBytesPerConn: Math.round(med((x) => x.userBytesPerConn)),
+      marginalUserBytesPerConn: Math.round(med((x) => x.marginalUserBytesPerConn)),
+      nodeCpuUsPerConn: Math.round(med((x) => x.nodeCpuUsPerConn)),
+      genCpuUsPerConn: Math.round(med((x) => x.genCpuUsPerConn)),
       kernelMemBytesPerSocket: Math.round(med((x) => x.kernelMemBytesPerSocket)),
       slabBytesPerSocket: Math.round(med((x) => x.slabBytesPerSocket)),
       clientBytesPerConn: Math.round(med((x) => x.clientBytesPerConn)),
@@ -341,6 +403,16 @@ async function main(): Promise<void> {
       runs: runs.map((x) => ({ opened: x.opened, failed: x.failed, perNode: x.perNode, userBytesPerConn: Math.round(x.userBytesPerConn), slabBytesPerSocket: Math.round(x.slabBytesPerSocket) })),
     }),
   );
+  if (HEAP) {
+    console.log('');
+    const { spawnSync } = await import('node:child_process');
+    const r = spawnSync(
+      process.execPath,
+      ['--expose-gc', '--import', 'tsx', join(repoRoot, 'bench/connections/heap.ts'), '--connections', '5000', '--runtime', RUNTIME, ...(PIN ? [] : ['--no-pin'])],
+      { cwd: repoRoot, stdio: 'inherit' },
+    );
+    if (r.status !== 0) log(`heap.ts failed (exit ${r.status})`);
+  }
 }
 
 await main();

@@ -4,7 +4,7 @@
  *   npm run bench:delivery -- [embedded|scylla|all] [--pairs 500] [--generators 4] [--runs 3]
  *       [--rates 1000,2000,5000,10000,20000,30000,40000] [--warmup 3] [--duration 10] [--grace 10]
  *       [--shards 1] [--p99-limit-ms 100] [--refine 2 | --no-refine] [--profile] [--no-pin]
- *       [--max-other-load 0.25] [--retries 2]
+ *       [--max-other-load 0.25] [--retries 2] [--runtime tsx|build]
  *
  * Set-up, as the peers in shared/NOTES.md were measured: the node (`src/main.ts`, its own process,
  * TICKS_* configuration, a fresh data dir per run) and, for scylla, Cassandra are pinned to CPU 0;
@@ -28,6 +28,9 @@
  * "other load", and a run with more than --max-other-load cores of it is repeated (up to --retries
  * times), keeping the least disturbed attempt.
  *
+ * --runtime build runs the node from a tsc build of src/ (.cache/bench-dist) instead of through tsx
+ * (what `npm start` does); see bench/lib/processes.ts for why the two can differ.
+ *
  * Node configuration differs from the defaults in one key: gateway.framesPerSecond is raised to
  * 100,000, because the default (50 frames/s per connection) would rate-limit a sender at 100 msgs/s.
  */
@@ -42,7 +45,7 @@ import { freePorts } from '../../test/support/services/process.js';
 import { profilesIn, summarizeProfile } from '../lib/cpuprofile.js';
 import { mergeEncoded, type LatencySummary } from '../lib/hdr.js';
 import { busyFraction, cpuJiffies, pickSourceAddresses, processCpu, processCpuUs } from '../lib/proc.js';
-import { endChild, nextMessage, pinProcess, repoRoot, startChild, startTicksNode, type TicksNode } from '../lib/processes.js';
+import { buildForBench, endChild, nextMessage, pinProcess, repoRoot, startChild, startTicksNode, type NodeRuntime, type TicksNode } from '../lib/processes.js';
 import { delta, scrape, type Series } from '../lib/metrics.js';
 import { machine, median } from '../lib/stats.js';
 import { int, markdownTable, ms, pct } from '../lib/table.js';
@@ -71,6 +74,8 @@ const PROFILE = flag('profile');
 const MAX_OTHER_LOAD = Number(opt('max-other-load', '0.25'));
 const RETRIES = Number(opt('retries', '2'));
 const PIN = !flag('no-pin');
+const RUNTIME = opt('runtime', 'tsx') as NodeRuntime;
+if (RUNTIME !== 'tsx' && RUNTIME !== 'build') throw new Error('--runtime tsx or build');
 const NODE_CPU = PIN ? 0 : null;
 const GEN_CPU = PIN ? 1 : null;
 const SECRET = 'bench-delivery-secret-'.padEnd(48, 'x');
@@ -164,6 +169,7 @@ async function oneRun(engine: Engine, rate: number, runNo: number, profileDir: s
       name: 'node',
       env,
       cpu: NODE_CPU,
+      runtime: RUNTIME,
       nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
     });
     const sources = pickSourceAddresses(GENERATORS, 2, 1000);
@@ -455,8 +461,9 @@ async function main(): Promise<void> {
   if (cpus().length < 2 && PIN) throw new Error('pinning needs 2 CPUs (node on 0, generators on 1); pass --no-pin');
   const started = new Date();
   console.log(`# bench/delivery  ${started.toISOString()}  ${machine()}`);
-  console.log(`pairs=${PAIRS} generators=${GENERATORS} runs=${RUNS} warmup=${WARMUP_S}s duration=${DURATION_S}s grace=${GRACE_S}s shards=${SHARDS} pin=${PIN ? 'node+db CPU0, generators CPU1' : 'off'} body=100B`);
+  console.log(`pairs=${PAIRS} generators=${GENERATORS} runs=${RUNS} warmup=${WARMUP_S}s duration=${DURATION_S}s grace=${GRACE_S}s shards=${SHARDS} runtime=${RUNTIME} pin=${PIN ? 'node+db CPU0, generators CPU1' : 'off'} body=100B`);
   if (PIN) await pinProcess(process.pid, 1);
+  if (RUNTIME === 'build') await buildForBench(log);
 
   generatorPairs = Array.from({ length: GENERATORS }, () => []);
   for (let i = 0; i < PAIRS; i++) generatorPairs[i % GENERATORS]!.push(i);
@@ -519,7 +526,7 @@ async function main(): Promise<void> {
     bench: 'delivery',
     date: started.toISOString(),
     machine: machine(),
-    params: { pairs: PAIRS, generators: GENERATORS, runs: RUNS, warmupS: WARMUP_S, durationS: DURATION_S, shards: SHARDS, pinned: PIN, p99LimitMs: P99_LIMIT_US / 1000 },
+    params: { pairs: PAIRS, generators: GENERATORS, runs: RUNS, warmupS: WARMUP_S, durationS: DURATION_S, shards: SHARDS, pinned: PIN, runtime: RUNTIME, p99LimitMs: P99_LIMIT_US / 1000 },
     engines: Object.fromEntries(
       results.map((r) => [
         r.engine,

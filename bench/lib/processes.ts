@@ -27,6 +27,29 @@ export async function pinProcess(pid: number, cpu: number): Promise<void> {
   if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpu} ${pid} failed: ${r.stderr.trim()}`);
 }
 
+/**
+ * How a benchmark runs the node: `tsx` (src/main.ts through tsx, as `npm start` does) or `build`
+ * (the same sources compiled by tsc into .cache/bench-dist, run by plain node). tsx compiles with
+ * esbuild's keepNames, which wraps every function expression in a `__name(fn, "...")` call that
+ * redefines the function's `name`; that costs time per closure created and leaves each such closure
+ * with a dictionary-mode property store, so the two can differ in CPU and memory.
+ */
+export type NodeRuntime = 'tsx' | 'build';
+
+export const BUILD_DIR = join(repoRoot, '.cache', 'bench-dist');
+
+/** Compiles src/ with tsconfig.build.json into BUILD_DIR (never into dist/, which is not ours). */
+export async function buildForBench(log: (line: string) => void): Promise<void> {
+  const { spawnSync } = await import('node:child_process');
+  const started = Date.now();
+  const r = spawnSync(process.execPath, [join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', join(repoRoot, 'tsconfig.build.json'), '--outDir', BUILD_DIR], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new Error(`tsc build for the benchmark failed:\n${r.stdout}${r.stderr}`);
+  log(`(compiled src/ with tsc into ${BUILD_DIR} in ${Date.now() - started} ms)`);
+}
+
 export interface TicksNode {
   pid: number;
   child: ChildProcess;
@@ -46,6 +69,8 @@ export interface TicksNodeOptions {
   cpu: number | null;
   /** Extra node flags, e.g. --cpu-prof. */
   nodeArgs?: string[];
+  /** Default tsx; `build` needs buildForBench() first. */
+  runtime?: NodeRuntime;
   readyTimeoutMs?: number;
 }
 
@@ -55,7 +80,8 @@ export async function startTicksNode(o: TicksNodeOptions): Promise<TicksNode> {
   writeFileSync(configFile, '{}\n');
   const logFile = join(o.dir, `${o.name}.log`);
   const log = createWriteStream(logFile);
-  const [cmd, args] = pinned(o.cpu, process.execPath, [...(o.nodeArgs ?? []), '--import', 'tsx', join(repoRoot, 'src/main.ts')]);
+  const entry = o.runtime === 'build' ? [join(BUILD_DIR, 'main.js')] : ['--import', 'tsx', join(repoRoot, 'src/main.ts')];
+  const [cmd, args] = pinned(o.cpu, process.execPath, [...(o.nodeArgs ?? []), ...entry]);
   // Only TICKS_* from `o.env`: a stray TICKS_* in the caller's environment must not change the run.
   const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TICKS_')));
   const child = spawnTied(cmd, args, {

@@ -57,14 +57,18 @@ export function mintToken(secret: string, user: string, device: string, ttlS = 3
 }
 
 /**
- * A raw `ws` client socket: no compression, no UTF-8 checks, and an all-zero masking key (which ws
- * then skips applying). Masking protects proxies from cache poisoning by browser scripts; on a
+ * A raw `ws` client socket from `localAddress` (and `localPort`, when given): no compression, no
+ * UTF-8 checks, and an all-zero masking key (which ws then skips applying). Masking protects proxies from cache poisoning by browser scripts; on a
  * loopback benchmark it would only spend the generator's CPU.
  */
-export function openSocket(url: string, token: string, localAddress: string): WebSocket {
+export function openSocket(url: string, token: string, localAddress: string, localPort?: number): WebSocket {
   return new WebSocket(url, {
     headers: { authorization: `Bearer ${token}` },
     localAddress,
+    // An explicit port: with port 0 the kernel searches for a free port on every bind(), and that
+    // search grows with the ports already used on the address (checked here: the 2nd 4,000
+    // connections from one address took 5.5x as long as the first; with explicit ports, flat).
+    ...(localPort === undefined ? {} : { localPort }),
     perMessageDeflate: false,
     skipUTF8Validation: true,
     generateMask: (mask: Buffer) => {
