@@ -89,3 +89,23 @@ export function assertNodeId(node: string): void {
 export function distinctNodes(targets: Iterable<string>): string[] {
   return [...new Set(targets)];
 }
+
+/**
+ * `publishMany` for any implementation: one `publish` per distinct node, all started at once (over
+ * Redis they are pipelined: one round trip in all); every node is tried, then the first failure is
+ * thrown, else the receivers per node are returned.
+ */
+export async function publishToEach(
+  targets: Iterable<string>,
+  publish: (node: string) => Promise<number>,
+): Promise<Map<string, number>> {
+  const nodes = distinctNodes(targets);
+  const settled = await Promise.allSettled(nodes.map(publish));
+  const out = new Map<string, number>();
+  for (let i = 0; i < nodes.length; i++) {
+    const s = settled[i]!;
+    if (s.status === 'rejected') throw s.reason;
+    out.set(nodes[i]!, s.value);
+  }
+  return out;
+}

@@ -1,7 +1,7 @@
 import { ClusterError } from '../errors.js';
 import {
   assertNodeId,
-  distinctNodes,
+  publishToEach,
   nodeChannel,
   type Bus,
   type BusPurpose,
@@ -163,16 +163,8 @@ export class MemoryBus implements Bus {
     }
   }
 
-  async publishMany(targets: Iterable<string>, bytes: Uint8Array): Promise<Map<string, number>> {
-    const nodes = distinctNodes(targets);
-    const settled = await Promise.allSettled(nodes.map((n) => this.publish(n, bytes)));
-    const out = new Map<string, number>();
-    for (let i = 0; i < nodes.length; i++) {
-      const s = settled[i]!;
-      if (s.status === 'rejected') throw s.reason;
-      out.set(nodes[i]!, s.value);
-    }
-    return out;
+  publishMany(targets: Iterable<string>, bytes: Uint8Array): Promise<Map<string, number>> {
+    return publishToEach(targets, (n) => this.publish(n, bytes));
   }
 
   async close(): Promise<void> {

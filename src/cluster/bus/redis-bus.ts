@@ -4,7 +4,7 @@ import { createRedis, wrapRedisError } from '../redis-client.js';
 import {
   DEFAULT_MAX_PENDING_PUBLISHES,
   assertNodeId,
-  distinctNodes,
+  publishToEach,
   nodeChannel,
   type Bus,
   type BusPurpose,
@@ -124,17 +124,8 @@ export class RedisBus implements Bus {
     }
   }
 
-  async publishMany(targets: Iterable<string>, bytes: Uint8Array): Promise<Map<string, number>> {
-    const nodes = distinctNodes(targets);
-    // All publishes are written without waiting for each other's replies (one round-trip in all).
-    const settled = await Promise.allSettled(nodes.map((n) => this.publish(n, bytes)));
-    const out = new Map<string, number>();
-    for (let i = 0; i < nodes.length; i++) {
-      const s = settled[i]!;
-      if (s.status === 'rejected') throw s.reason;
-      out.set(nodes[i]!, s.value);
-    }
-    return out;
+  publishMany(targets: Iterable<string>, bytes: Uint8Array): Promise<Map<string, number>> {
+    return publishToEach(targets, (n) => this.publish(n, bytes));
   }
 
   async close(): Promise<void> {
