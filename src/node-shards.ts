@@ -29,6 +29,8 @@ interface Slot {
   generation: number;
   worker: Worker | null;
   ready: boolean;
+  /** The running worker reported a crash (`dying`) and will exit. */
+  dying: boolean;
   restartTimer: NodeJS.Timeout | null;
   recentCrashes: number;
   lastCrashMs: number;
@@ -46,7 +48,7 @@ export class ShardSupervisor {
   private readonly listeners = new Set<Listener>();
 
   constructor(private readonly o: SupervisorOptions) {
-    this.slots = Array.from({ length: o.count }, (_, index) => ({ index, generation: 0, worker: null, ready: false, restartTimer: null, recentCrashes: 0, lastCrashMs: 0 }));
+    this.slots = Array.from({ length: o.count }, (_, index) => ({ index, generation: 0, worker: null, ready: false, dying: false, restartTimer: null, recentCrashes: 0, lastCrashMs: 0 }));
   }
 
   /** Starts every shard; resolves when all accept, rejects (after stopping the rest) when one fails. */
@@ -72,8 +74,17 @@ export class ShardSupervisor {
     }
   }
 
+  /** Shards that started and accept connections: not those starting, crashed (dying), exited or restarting. */
   get readyCount(): number {
     return this.slots.filter((s) => s.ready).length;
+  }
+
+  /** Where shard `index` is in its life: `dying` is a crashed shard whose thread has not exited yet. */
+  state(index: number): 'ready' | 'starting' | 'dying' | 'down' {
+    const slot = this.slots[index];
+    if (slot === undefined || slot.worker === null) return 'down';
+    if (slot.ready) return 'ready';
+    return slot.dying ? 'dying' : 'starting';
   }
 
   private live(): Slot[] {
@@ -96,6 +107,7 @@ export class ShardSupervisor {
     const worker = startTsWorker(new URL('./shard-thread' + ext(import.meta.url), import.meta.url), workerData, peers.filter((p): p is MessagePort => p !== null));
     slot.worker = worker;
     slot.ready = false;
+    slot.dying = false;
     return new Promise((resolve, reject) => {
       let settled = false;
       worker.on('message', (msg: ShardToMain) => {
@@ -149,11 +161,19 @@ export class ShardSupervisor {
     switch (msg.t) {
       case 'verify':
       case 'metrics-request':
+      case 'presence-call':
+      case 'presence-publish':
         this.o.onRequest(slot.index, msg, (answer) => slot.worker?.postMessage(answer));
         return;
       case 'metrics':
         this.answers.get(msg.req)?.(msg);
         this.answers.delete(msg.req);
+        return;
+      case 'dying':
+        // A crashed shard closes its sockets for a while before its thread exits: from now on it
+        // is not ready (ticks_node_shards_up, readyShards), although its worker still runs.
+        slot.ready = false;
+        slot.dying = true;
         return;
       case 'ready':
       case 'failed':
@@ -210,6 +230,11 @@ export class ShardSupervisor {
   }
 
   /** Test hook: crash shard `index` (only honoured when the node was started with test hooks). */
+  /** Posts a control message to shard `index` if it runs (lost otherwise, like any thread frame). */
+  post(index: number, msg: MainToShard): void {
+    this.slots[index]?.worker?.postMessage(msg);
+  }
+
   crash(index: number): void {
     this.slots[index]?.worker?.postMessage({ t: 'test-crash' } satisfies MainToShard);
   }

@@ -8,6 +8,7 @@ import { createLogger, type Logger } from './lib/log.js';
 import { startNodeMetrics } from './metrics/node.js';
 import { mergeThreadMetrics, threadMetrics } from './metrics/threads.js';
 import { ShardSupervisor } from './node-shards.js';
+import { PresenceHost } from './cluster/presence/port-presence.js';
 import type { MainToShard } from './shard-control.js';
 
 /**
@@ -59,6 +60,9 @@ export async function startNode(config: Readonly<Config>, opts: StartOptions = {
   const nodeId = config.nodeId ?? `${hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 50)}-${process.pid}`;
   const log = opts.log ?? createLogger({ level: config.log.level, node: nodeId, thread: 'main' });
   loadUws(); // fail here, before any thread starts, when only the pure-JS fallback loads
+  if (config.cluster.heartbeatMs * 3 > config.cluster.leaseMs) {
+    throw new Error(`config: cluster.heartbeatMs (${config.cluster.heartbeatMs}) must be at most a third of cluster.leaseMs (${config.cluster.leaseMs})`);
+  }
   const metrics = startNodeMetrics(() => supervisor.readyCount);
   const shardCount = config.gateway.shards === 0 ? availableParallelism() : config.gateway.shards;
   const host = config.gateway.host;
@@ -74,6 +78,10 @@ export async function startNode(config: Readonly<Config>, opts: StartOptions = {
     return mergeThreadMetrics([await threadMetrics(), ...parts]);
   };
 
+  // Embedded mode: the node's one presence state lives here, shared by the shard threads.
+  const presenceHost =
+    config.cluster.redisUrl === undefined ? new PresenceHost(nodeId, (shard, node, bytes) => supervisor.post(shard, { t: 'presence-frame', node, bytes })) : null;
+
   const supervisor = new ShardSupervisor({
     count: shardCount,
     log,
@@ -86,6 +94,14 @@ export async function startNode(config: Readonly<Config>, opts: StartOptions = {
           (outcome) => reply({ t: 'verified', req: msg.req, outcome }),
           (err: unknown) => reply({ t: 'verified', req: msg.req, outcome: null, error: (err as Error).message }),
         );
+      } else if (msg.t === 'presence-call') {
+        if (presenceHost === null) return reply({ t: 'presence-result', req: msg.req, error: 'no embedded presence in cluster mode' });
+        presenceHost.call(msg.op, msg.args).then(
+          (value) => reply({ t: 'presence-result', req: msg.req, value }),
+          (err: unknown) => reply({ t: 'presence-result', req: msg.req, error: (err as Error).message }),
+        );
+      } else if (msg.t === 'presence-publish') {
+        presenceHost?.publish(msg.node, msg.bytes);
       } else if (msg.t === 'metrics-request') {
         mergedMetrics().then(
           (text) => reply({ t: 'metrics-text', req: msg.req, text }),
@@ -120,7 +136,7 @@ export async function startNode(config: Readonly<Config>, opts: StartOptions = {
   };
 
   const url = `ws://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  log.info({ ws: `${url}/ws`, shards: shardCount, store: config.store.engine, devTokens: secret?.source === 'dev-secret' }, 'node listening');
+  log.info({ ws: `${url}/ws`, shards: shardCount, store: config.store.engine, cluster: config.cluster.redisUrl === undefined ? 'embedded' : 'redis', devTokens: secret?.source === 'dev-secret' }, 'node listening');
   if (opts.banner) {
     const http = url.replace(/^ws/, 'http');
     const lines = [

@@ -43,10 +43,20 @@ export type MainToShard =
   /** Drain step 2: close sessions with 4000, drain actors within `timeoutMs`, close the store and every socket. */
   | { t: 'drain'; timeoutMs: number }
   /** Test hook: throw an uncaught error on the shard's event loop. */
-  | { t: 'test-crash' };
+  | { t: 'test-crash' }
+  /** Embedded-mode presence (src/cluster/presence/port-presence.ts): the answer to a presence-call. */
+  | { t: 'presence-result'; req: number; value?: unknown; error?: string }
+  /** Embedded-mode presence: an event for this shard's endpoint `node`. */
+  | { t: 'presence-frame'; node: string; bytes: Uint8Array };
 
 export type ShardToMain =
   | { t: 'ready'; index: number }
+  /** Embedded-mode presence: an operation on the node's presence state (kept by the main thread). */
+  | { t: 'presence-call'; req: number; op: string; args: unknown[] }
+  /** Embedded-mode presence: an event for the shard endpoint `node` of this node. */
+  | { t: 'presence-publish'; node: string; bytes: Uint8Array }
+  /** The shard crashed: it stopped accepting and is closing its sockets before it exits (not ready). */
+  | { t: 'dying'; index: number }
   | { t: 'failed'; index: number; message: string }
   | { t: 'verify'; req: number; token: string }
   | { t: 'metrics'; req: number; metrics: ThreadMetrics }

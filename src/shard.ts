@@ -3,14 +3,23 @@ import type { MessagePort } from 'node:worker_threads';
 import { createShardActors } from './actors/shard-actors.js';
 import type { ShardLink } from './actors/shard-link.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
+import { createShardCluster } from './cluster/create-cluster.js';
+import { ClusterRouting } from './cluster/routing.js';
+import { ClusterPresence } from './cluster/presence-frames.js';
+import { ClusterError } from './cluster/errors.js';
+import { createPortPresence, createPortSessions, type PresenceChannel } from './cluster/presence/port-presence.js';
 import { settingsOf, type VerifyOutcome } from './auth/verify.js';
 import { createGateway } from './gateway/gateway.js';
+import { createHttpFeatures } from './http-features.js';
 import { loadUws } from './gateway/uws.js';
 import { createLogger } from './lib/log.js';
-import { startEventLoopLag, threadMetrics } from './metrics/threads.js';
+import { startThreadMetrics, threadMetrics } from './metrics/threads.js';
 import { CLOSE } from './protocol/codes.js';
 import type { MainToShard, ShardInit, ShardToMain } from './shard-control.js';
+import type { SessionRef } from './actors/session.js';
+import type { ServerFrame } from './protocol/client-frames.js';
 import { createStore } from './store/create-store.js';
+import { createJobs } from './jobs/create-jobs.js';
 
 /**
  * One shard thread: its own store instance (lmdb allows many threads on one environment; cassandra
@@ -37,7 +46,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   const { config: cfg, index } = init;
   const log = createLogger({ level: cfg.log.level, node: init.nodeId, thread: `shard-${index}` });
   const uws = loadUws();
-  startEventLoopLag(String(index));
+  startThreadMetrics(String(index));
 
   let nextReq = 1;
   const waiting = new Map<number, (msg: MainToShard) => void>();
@@ -67,10 +76,72 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
       : undefined,
   });
 
+  // Embedded-mode presence goes through the main thread (src/cluster/presence/port-presence.ts).
+  let onPresenceFrame: (node: string, bytes: Uint8Array) => void = () => {};
+  const presenceChannel: PresenceChannel = {
+    call: async (op, args) => {
+      let a: Extract<MainToShard, { t: 'presence-result' }>;
+      try {
+        a = await request<Extract<MainToShard, { t: 'presence-result' }>>({ t: 'presence-call', req: nextReq++, op, args });
+      } catch (err) {
+        throw new ClusterError('cluster.timeout', (err as Error).message);
+      }
+      if (a.error !== undefined) throw new ClusterError('cluster.internal', a.error);
+      return a.value;
+    },
+    publish: (node, bytes) => parent.post({ t: 'presence-publish', node, bytes }),
+    onFrame: (fn) => {
+      onPresenceFrame = fn;
+    },
+  };
   const store = createStore(cfg.store);
   await store.open();
   let storeOpen = true;
+  // Directory, bus and session registry: Redis when cluster.redisUrl is set, else memory.
+  let cluster;
+  try {
+    cluster = await createShardCluster(cfg.cluster, {
+      embeddedPresence: () => createPortPresence(presenceChannel),
+      embeddedSessions: () => createPortSessions(presenceChannel),
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  // Push and offline-flush jobs (src/jobs): BullMQ on the cluster's Redis, else the memory runner.
+  let jobs;
+  try {
+    // A push goes out only when the session registry lists no live device of the user on any node
+    // (a user actor only knows the devices of its own node). A lookup failure fails the push job,
+    // which is retried with backoff.
+    const sessions = cluster.sessions;
+    jobs = createJobs({
+      config: cfg,
+      store,
+      log,
+      shardCount: init.shardCount,
+      name: `${init.nodeId}-${index}`,
+      isOnline: async (user) => (await sessions.list(user)).length > 0,
+    });
+  } catch (err) {
+    await cluster.close();
+    await store.close();
+    throw err;
+  }
+  const routing = new ClusterRouting({
+    nodeId: init.nodeId,
+    shard: index,
+    directory: cluster.directory,
+    bus: cluster.bus,
+    sessions: cluster.sessions,
+    heartbeatMs: cfg.cluster.heartbeatMs,
+    sessionTtlMs: cfg.cluster.sessionTtlMs,
+    singleNode: cluster.impl === 'memory',
+    log,
+  });
 
+  // Media and prekey endpoints (docs/HTTP.md): routes mounted now, opened before listening.
+  const features = createHttpFeatures(cfg, init.hs256Secret);
   const gateway = createGateway({
     uws,
     config: cfg.gateway,
@@ -87,6 +158,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
       return a.text;
     },
     storeReady: () => storeOpen,
+    mountRoutes: (app) => features.mount(app, { store, verify, log }),
     log,
   });
 
@@ -102,6 +174,19 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
       port.postMessage(copy, [copy.buffer]);
     },
   };
+  // Sessions push through the actors' router, which exists once createShardActors returned.
+  let pushToSession: (s: SessionRef, f: ServerFrame) => void = () => {};
+  const presence = new ClusterPresence({
+    nodeId: init.nodeId,
+    shard: index,
+    presence: cluster.presence,
+    sessions: cluster.sessions,
+    store,
+    push: (s, f) => pushToSession(s, f),
+    cap: cfg.cluster.presenceCap,
+    onlineTtlMs: cfg.cluster.presenceTtlMs,
+    log,
+  });
   const actors = createShardActors({
     shard: index,
     shardCount: init.shardCount,
@@ -111,7 +196,14 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     store,
     config: cfg.actors,
     log,
+    cluster: routing,
+    epochs: routing,
+    presence,
+    ...(cfg.cluster.redisUrl === undefined ? {} : { sendAnswerTimeoutMs: cfg.cluster.sendTimeoutMs }),
+    ...(jobs.push === null ? {} : { wake: jobs.push }),
+    flush: jobs.flush,
   });
+  pushToSession = (s, f) => void actors.router.push(s, f);
   const attachPeer = (port: MessagePort): void => {
     port.on('message', (bytes: Uint8Array) => actors.onLinkMessage(bytes));
   };
@@ -127,6 +219,8 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     dying = true;
     log.fatal({ err }, 'shard crashed; closing its sockets and exiting for a restart');
     try {
+      // The supervisor stops counting this shard as ready now, not when the thread has exited.
+      parent.post({ t: 'dying', index });
       gateway.stopAccepting();
       gateway.closeAll(CLOSE.shardRestarting);
     } finally {
@@ -146,13 +240,24 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     // of commits in flight still reach their senders; only then are sessions closed with 4000.
     // Across shards this is best effort: a commit on another shard that ends after this shard closed
     // its sockets is answered as a duplicate when the client resends (nothing is lost).
+    // Take no new conversations; new messages for owned ones are answered cluster_unavailable (the
+    // senders retry) while the in-flight commits finish; then the leases go back to the directory
+    // so other nodes take over at once.
+    routing.beginDrain();
     const timedOut = !(await within(actors.drain(), timeoutMs));
     if (timedOut) log.warn({ timeoutMs }, 'actor drain timed out; closing the store anyway');
+    await within(routing.releaseAll(), Math.max(100, deadline - Date.now()));
     gateway.closeAll(CLOSE.draining);
     const closedAtMs = Date.now();
     storeOpen = false;
+    // Push jobs read the store: the runner drains them before the store closes.
+    await within(jobs.close(), Math.max(100, deadline - Date.now()));
     await within(store.close(), Math.max(100, deadline - Date.now()));
+    await within(features.close(), 1000);
     await sleep(Math.max(0, closedAtMs + CLOSE_GRACE_MS - Date.now()));
+    await within(presence.close(), 1000);
+    await within(routing.close(), 1000);
+    await within(cluster.close(), 1000);
     gateway.close();
     parent.post({ t: 'drained', timedOut });
   };
@@ -168,8 +273,12 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
         actors.shardRestarted(msg.peer);
         return;
       }
+      case 'presence-frame':
+        onPresenceFrame(msg.node, msg.bytes);
+        return;
       case 'verified':
       case 'metrics-text':
+      case 'presence-result':
         waiting.get(msg.req)?.(msg);
         waiting.delete(msg.req);
         return;
@@ -198,9 +307,17 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   });
 
   try {
+    await routing.start(actors.router);
+    await presence.start();
+    await features.open();
     await gateway.listen(cfg.gateway.host, init.port);
   } catch (err) {
     gateway.close();
+    await features.close();
+    await presence.close();
+    await routing.close();
+    await cluster.close();
+    await jobs.close();
     await store.close();
     throw err;
   }

@@ -1,7 +1,7 @@
 /**
  * What one idle connection costs on the JS heap, and which objects make it up.
  *
- *   node --expose-gc --import tsx bench/connections/heap.ts [--connections 5000] [--runtime tsx|build] [--no-pin]
+ *   node --expose-gc --import tsx bench/connections/heap.ts [--connections 5000] [--settle 12] [--runtime build|tsx] [--no-pin]
  *   (or `npm run bench:connections -- --heap`, which runs this after the main measurement)
  *
  * A node's /metrics reports the heap of its main thread only, and a shard's connections live on
@@ -32,8 +32,10 @@ const opt = (name: string, def: string): string => {
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : def;
 };
 const N = Number(opt('connections', '5000'));
+/** Seconds between the last hello and the census: per-session timers and registrations settle. */
+const SETTLE_S = Number(opt('settle', '12'));
 const PIN = !args.includes('--no-pin');
-const RUNTIME = opt('runtime', 'tsx');
+const RUNTIME = opt('runtime', 'build');
 if (RUNTIME !== 'tsx' && RUNTIME !== 'build') throw new Error('--runtime tsx or build');
 const SECRET = 'bench-heap-secret-'.padEnd(48, 'x');
 
@@ -93,14 +95,16 @@ async function main(): Promise<void> {
   const o = await opened;
   if (o.t === 'fatal') throw new Error(o.error);
   const conns = o.opened;
-  await new Promise((r) => setTimeout(r, 3000));
+  await new Promise((r) => setTimeout(r, SETTLE_S * 1000));
   await fullGc();
   const after = { heap: getHeapStatistics(), mem: process.memoryUsage() };
   const snapAfter = writeHeapSnapshot(join(dir, 'after.heapsnapshot'));
 
   const closed = nextMessage(gen, (m): m is Extract<FromGenerator, { t: 'closed' | 'fatal' }> => ['closed', 'fatal'].includes((m as { t: string }).t), 5 * 60_000);
   gen.send({ t: 'close' } satisfies ToGenerator);
-  await closed;
+  const c = await closed;
+  // A census of connections the server closed meanwhile would undercount: say so.
+  const early = c.t === 'closed' ? c.closedByServerWhileHeld : {};
   await endChild(gen);
   onMain({ t: 'drain', timeoutMs: 2000 });
   await waitFor('drained');
@@ -108,14 +112,20 @@ async function main(): Promise<void> {
   const per = (a: number, b: number): string => kb((b - a) / conns);
   const fullDiff = censusDiff(heapCensus(snapBefore), heapCensus(snapAfter));
   // Objects that every connection adds: census rows that grew by at least one object per two
-  // connections. Summing every row instead would also count unrelated growth and shrinkage in the
-  // same interval (compiled code, module caches freed after start-up), which swings by +-2 KB per
-  // connection from run to run; so does used_heap_size.
-  const liveBytes = fullDiff.filter((d) => d.count / conns >= 0.5 && d.bytes > 0).reduce((a, d) => a + d.bytes, 0);
+  // connections, plus the hash tables of the per-shard Maps and Sets keyed by connection or user
+  // (one table each, grown with the connections). Summing every row instead would also count
+  // unrelated growth and shrinkage in the same interval (module caches freed after start-up), which
+  // swings by +-2 KB per connection from run to run; so does used_heap_size. `(code)` rows are left
+  // out: they are JIT output of the run (a few hundred code objects, whatever the connection count;
+  // checked by diffing object ids and retainers), not per-connection state.
+  const perConnection = (d: { key: string; count: number; bytes: number }): boolean =>
+    d.bytes > 0 && !d.key.startsWith('(code)') && (d.count / conns >= 0.5 || / \(array\) of (Map|Set) \(object\)$/.test(d.key));
+  const liveBytes = fullDiff.filter(perConnection).reduce((a, d) => a + d.bytes, 0);
   console.log(`## heap per idle connection (one shard in-process, ${RUNTIME === 'build' ? 'tsc build' : 'tsx'}, ${conns} connections, after full GCs)`);
   console.log(`heap of the objects every connection adds, snapshot census (KB): ${kb(liveBytes / conns)}`);
   console.log(`used_heap_size delta per connection (KB; noisy): ${per(before.heap.used_heap_size, after.heap.used_heap_size)}`);
   console.log(`external (ArrayBuffers, native) per connection (KB): ${per(before.mem.external, after.mem.external)}`);
+  console.log(`connections the server closed before the census was read: ${JSON.stringify(early)}`);
   const diff = fullDiff.slice(0, 30);
   console.log('heap snapshot census diff, per connection (objects, bytes):');
   for (const d of diff) console.log(`  ${(d.count / conns).toFixed(2).padStart(6)} x  ${(d.bytes / conns).toFixed(0).padStart(5)} B  ${d.key}`);

@@ -2,7 +2,8 @@
  * bench/connections: idle authenticated connections, and what each one costs.
  *
  *   npm run bench:connections -- [--target 20000] [--per-node 18000] [--per-generator 18000]
- *       [--runs 1] [--concurrency 100] [--settle 5] [--runtime tsx|build] [--heap] [--no-pin]
+ *       [--runs 1] [--concurrency 100] [--settle 5] [--runtime build|tsx] [--heap] [--no-pin]
+ *       [--node-flag --max-semi-space-size=1]   (node/V8 flags for the node processes, repeatable)
  *
  * K = ceil(target / per-node) node processes (`src/main.ts`, gateway.shards=1, embedded store, each
  * its own data dir) share ONE port through SO_REUSEPORT; this machine caps a process at 20,000 open
@@ -21,9 +22,12 @@
  * Then every generator closes its connections, the nodes are stopped (SIGTERM, drain) and the
  * benchmark checks that every process it started has exited.
  *
- * --runtime build runs the nodes from a tsc build of src/ (.cache/bench-dist) instead of through
- * tsx (`npm start`); --heap then also runs bench/connections/heap.ts (heap per connection and a
- * census of the objects that make it up, which RSS cannot show).
+ * By default (--runtime build) the nodes run from a tsc build of src/, the same compilation and Lua
+ * assets as `npm run build` (into .cache/bench-dist, so a dist/ of someone else's is left alone),
+ * as production runs `node dist/main.js`. --runtime tsx runs `src/main.ts` through tsx as
+ * `npm start` does; tsx's keepNames costs ~1.5 KB of heap per connection, so it is not what a
+ * production node holds. --heap also runs bench/connections/heap.ts (heap per connection and a
+ * census of the objects that make it up, which RSS cannot show), with the same runtime.
  *
  * Connections open in two halves with a reading in between, so the marginal RSS per connection
  * (second half only) is reported beside the average; the CPU both sides spent opening is reported
@@ -58,9 +62,10 @@ const CONCURRENCY = Number(opt('concurrency', '100'));
 const SETTLE_S = Number(opt('settle', '5'));
 const PIN = !args.includes('--no-pin');
 const FORCE = args.includes('--force');
-const RUNTIME = opt('runtime', 'tsx') as NodeRuntime;
+const RUNTIME = opt('runtime', 'build') as NodeRuntime;
 if (RUNTIME !== 'tsx' && RUNTIME !== 'build') throw new Error('--runtime tsx or build');
 const HEAP = args.includes('--heap');
+const NODE_FLAGS = args.flatMap((a, i) => (a === '--node-flag' && args[i + 1] !== undefined ? [args[i + 1]!] : []));
 const SECRET = 'bench-connections-secret-'.padEnd(48, 'x');
 /** Connections a node refuses beyond (HTTP 503) instead of running into the 20,000-file limit. */
 const NODE_MAX_CONNECTIONS = 19_500;
@@ -158,6 +163,7 @@ async function oneRun(runNo: number, firstSource: number): Promise<RunFigures> {
           name: `node${i}`,
           cpu: PIN ? 0 : null,
           runtime: RUNTIME,
+          nodeArgs: NODE_FLAGS,
           env: {
             TICKS_NODE_ID: `conn-${runNo}-${i}`,
             TICKS_LOG_LEVEL: 'warn',
@@ -307,7 +313,7 @@ async function main(): Promise<void> {
   console.log(`# bench/connections  ${date.toISOString()}  ${machine()}`);
   const K = Math.ceil(TARGET / PER_NODE);
   const G = Math.ceil(TARGET / PER_GEN);
-  console.log(`target=${int(TARGET)} nodes=${K} (shards=1 each, one port, runtime ${RUNTIME}) generators=${G} runs=${RUNS} concurrency=${CONCURRENCY}/generator settle=${SETTLE_S}s pin=${PIN ? 'nodes CPU0, generators CPU1' : 'off'}`);
+  console.log(`target=${int(TARGET)} nodes=${K} (shards=1 each, one port, runtime ${RUNTIME}${NODE_FLAGS.length ? ` ${NODE_FLAGS.join(' ')}` : ''}) generators=${G} runs=${RUNS} concurrency=${CONCURRENCY}/generator settle=${SETTLE_S}s pin=${PIN ? 'nodes CPU0, generators CPU1' : 'off'}`);
   if (RUNTIME === 'build') await buildForBench(log);
 
   const need = TARGET * EST_BYTES_PER_CONN;
@@ -384,7 +390,7 @@ async function main(): Promise<void> {
       bench: 'connections',
       date: date.toISOString(),
       machine: machine(),
-      params: { target: TARGET, nodes: K, generators: G, runs: RUNS, concurrency: CONCURRENCY, settleS: SETTLE_S, pinned: PIN, runtime: RUNTIME },
+      params: { target: TARGET, nodes: K, generators: G, runs: RUNS, concurrency: CONCURRENCY, settleS: SETTLE_S, pinned: PIN, runtime: RUNTIME, nodeFlags: NODE_FLAGS },
       opened: med((x) => x.opened),
       failed: med((x) => x.failed),
       openS: med((x) => x.openMs) / 1000,

@@ -151,9 +151,9 @@ async function connect(cmd: ConnectCmd): Promise<void> {
   const failures: Record<string, number> = {};
   const opened: (Pair | null)[] = new Array(cmd.pairs.length).fill(null);
   let nextIdx = 0;
-  const open = async (user: string): Promise<WebSocket> => {
+  const open = async (user: string, url = cmd.url): Promise<WebSocket> => {
     const token = await mintToken(cmd.secret, user, 'd1');
-    const ws = openSocket(cmd.url, token, cmd.localAddress);
+    const ws = openSocket(url, token, cmd.localAddress);
     ws.on('error', () => {}); // a failed socket also closes; the close is what is counted
     await awaitHello(ws, HELLO_TIMEOUT_MS);
     return ws;
@@ -163,7 +163,7 @@ async function connect(cmd: ConnectCmd): Promise<void> {
       const slot = nextIdx++;
       const i = cmd.pairs[slot]!;
       try {
-        const [sender, receiver] = await Promise.all([open(`s${i}`), open(`r${i}`)]);
+        const [sender, receiver] = await Promise.all([open(`s${i}`), open(`r${i}`, cmd.receiverUrl)]);
         opened[slot] = { index: i, sender, receiver, receiverUser: `r${i}`, primeSent: false, primeAcked: false, primeDelivered: false, lastSeq: 0 };
       } catch (err) {
         count(failures, (err as Error).message);

@@ -3,6 +3,8 @@
 export interface ConnectCmd {
   t: 'connect';
   url: string;
+  /** Where the receivers connect, when not to `url` (bench/cluster: receivers on another node). */
+  receiverUrl?: string;
   localAddress: string;
   secret: string;
   /** Global indices of the pairs this generator drives (sender `s<i>` -> receiver `r<i>`). */

@@ -4,7 +4,7 @@
  *   npm run bench:delivery -- [embedded|scylla|all] [--pairs 500] [--generators 4] [--runs 3]
  *       [--rates 1000,2000,5000,10000,20000,30000,40000] [--warmup 3] [--duration 10] [--grace 10]
  *       [--shards 1] [--p99-limit-ms 100] [--refine 2 | --no-refine] [--profile] [--no-pin]
- *       [--max-other-load 0.25] [--retries 2] [--runtime tsx|build]
+ *       [--max-other-load 0.25] [--retries 2] [--runtime tsx|build] [--node-env KEY=VALUE,...] [--no-half]
  *
  * Set-up, as the peers in shared/NOTES.md were measured: the node (`src/main.ts`, its own process,
  * TICKS_* configuration, a fresh data dir per run) and, for scylla, Cassandra are pinned to CPU 0;
@@ -30,6 +30,9 @@
  *
  * --runtime build runs the node from a tsc build of src/ (.cache/bench-dist) instead of through tsx
  * (what `npm start` does); see bench/lib/processes.ts for why the two can differ.
+ *
+ * --node-env adds TICKS_* variables to the node's environment, e.g. to run the earlier behaviour as a
+ * baseline in the same session: `--node-env TICKS_STORE_EMBEDDED_GROUP_COMMIT=writer`.
  *
  * Node configuration differs from the defaults in one key: gateway.framesPerSecond is raised to
  * 100,000, because the default (50 frames/s per connection) would rate-limit a sender at 100 msgs/s.
@@ -76,6 +79,16 @@ const RETRIES = Number(opt('retries', '2'));
 const PIN = !flag('no-pin');
 const RUNTIME = opt('runtime', 'tsx') as NodeRuntime;
 if (RUNTIME !== 'tsx' && RUNTIME !== 'build') throw new Error('--runtime tsx or build');
+const NODE_ENV: Record<string, string> = Object.fromEntries(
+  opt('node-env', '')
+    .split(',')
+    .filter(Boolean)
+    .map((kv) => {
+      const i = kv.indexOf('=');
+      if (i < 1 || !kv.startsWith('TICKS_')) throw new Error(`--node-env takes TICKS_KEY=VALUE pairs, got ${kv}`);
+      return [kv.slice(0, i), kv.slice(i + 1)];
+    }),
+);
 const NODE_CPU = PIN ? 0 : null;
 const GEN_CPU = PIN ? 1 : null;
 const SECRET = 'bench-delivery-secret-'.padEnd(48, 'x');
@@ -109,6 +122,9 @@ interface Figures {
   commitsPerS: number;
   commitBatchMean: number;
   commitMeanMs: number;
+  /** Engine-wide transactions of the embedded store per second and their mean size in append calls. */
+  storeGroupsPerS: number;
+  storeGroupMean: number;
   /** Cores' worth of CPU used by processes outside the benchmark during the window (approx.). */
   otherLoad: number;
   drainMs: number;
@@ -156,6 +172,7 @@ async function oneRun(engine: Engine, rate: number, runNo: number, profileDir: s
     TICKS_AUTH_ALGORITHMS: 'HS256',
     TICKS_STORE_ENGINE: engine.name,
     TICKS_STORE_EMBEDDED_PATH: join(dir, 'store'),
+    ...NODE_ENV,
   };
   if (engine.name === 'scylla') {
     env.TICKS_STORE_SCYLLA_CONTACT_POINTS = engine.contactPoints.join(',');
@@ -245,6 +262,8 @@ async function oneRun(engine: Engine, rate: number, runNo: number, profileDir: s
     const commits = m0 && m1 ? delta(m0, m1, 'ticks_conv_commit_batch_size_count') : NaN;
     const committed = m0 && m1 ? delta(m0, m1, 'ticks_conv_commit_batch_size_sum') : NaN;
     const commitSecs = m0 && m1 ? delta(m0, m1, 'ticks_conv_commit_duration_seconds_sum') : NaN;
+    const groups = m0 && m1 ? delta(m0, m1, 'ticks_store_group_commit_size_count') : NaN;
+    const grouped = m0 && m1 ? delta(m0, m1, 'ticks_store_group_commit_size_sum') : NaN;
     // CPU time on both cores that none of the benchmark's processes used: other work on the box.
     // /proc/stat's per-CPU totals advance unevenly in this VM (idle time is accounted lazily), so
     // each core's busy share is scaled to the window's wall time rather than summed as jiffies.
@@ -275,6 +294,8 @@ async function oneRun(engine: Engine, rate: number, runNo: number, profileDir: s
       commitsPerS: commits / DURATION_S,
       commitBatchMean: committed / commits,
       commitMeanMs: (commitSecs / commits) * 1000,
+      storeGroupsPerS: groups / DURATION_S,
+      storeGroupMean: grouped / groups,
       drainMs: Math.max(...res.map((r) => r.drainUs)) / 1000,
       connectFailures,
     };
@@ -364,7 +385,7 @@ function runLine(engine: string, f: Figures, runNo: number): string {
     f.unanswered ? `unanswered ${f.unanswered}` : '',
     f.duplicates ? `dups ${f.duplicates}` : '',
   ].filter(Boolean).join(' ');
-  return `  ${engine} ${int(f.rate)}/s run ${runNo}: delivered ${int(f.deliveredPerS)}/s, ack p50/p99 ${ms(f.ack.p50)}/${ms(f.ack.p99)} ms, deliver p50/p99/p99.9 ${ms(f.deliver.p50)}/${ms(f.deliver.p99)}/${ms(f.deliver.p999)} ms, node ${int(f.nodeCpuUsPerMsg)} µs/msg (${pct(f.nodeCpuShare)} of a core, ~${pct(f.nodeSysShare)} in kernel)${f.dbCpuUsPerMsg !== null ? `, cassandra ${int(f.dbCpuUsPerMsg)} µs/msg` : ''}, gen CPU1 ${pct(f.genCpuBusy)} (own ${int(f.genCpuUsPerMsg)} µs/msg) lag p99 ${ms(f.lag.p99)} ms, other load ${f.otherLoad.toFixed(2)} cores, commits ${int(f.commitsPerS)}/s x ${f.commitBatchMean.toFixed(1)} msgs, ${f.commitMeanMs.toFixed(1)} ms ${extra}`;
+  return `  ${engine} ${int(f.rate)}/s run ${runNo}: delivered ${int(f.deliveredPerS)}/s, ack p50/p99 ${ms(f.ack.p50)}/${ms(f.ack.p99)} ms, deliver p50/p99/p99.9 ${ms(f.deliver.p50)}/${ms(f.deliver.p99)}/${ms(f.deliver.p999)} ms, node ${int(f.nodeCpuUsPerMsg)} µs/msg (${pct(f.nodeCpuShare)} of a core, ~${pct(f.nodeSysShare)} in kernel)${f.dbCpuUsPerMsg !== null ? `, cassandra ${int(f.dbCpuUsPerMsg)} µs/msg` : ''}, gen CPU1 ${pct(f.genCpuBusy)} (own ${int(f.genCpuUsPerMsg)} µs/msg) lag p99 ${ms(f.lag.p99)} ms, other load ${f.otherLoad.toFixed(2)} cores, commits ${int(f.commitsPerS)}/s x ${f.commitBatchMean.toFixed(1)} msgs, ${f.commitMeanMs.toFixed(1)} ms${f.storeGroupsPerS > 0 ? `, engine txns ${int(f.storeGroupsPerS)}/s x ${f.storeGroupMean.toFixed(1)} commits` : ''} ${extra}`;
 }
 
 async function measureStep(engine: Engine, rate: number): Promise<Step> {
@@ -425,7 +446,7 @@ async function benchEngine(engine: Engine): Promise<EngineResult> {
     else firstBad = mid;
   }
   let half: Step | null = null;
-  if (lastOk > 0) {
+  if (lastOk > 0 && !flag('no-half')) {
     const h = Math.round(lastOk / 2);
     half = steps.find((s) => s.rate === h) ?? null;
     if (half === null) {

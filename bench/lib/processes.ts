@@ -47,6 +47,18 @@ export async function buildForBench(log: (line: string) => void): Promise<void> 
     encoding: 'utf8',
   });
   if (r.status !== 0) throw new Error(`tsc build for the benchmark failed:\n${r.stdout}${r.stderr}`);
+  // Runtime files tsc does not emit (Lua scripts), as `npm run build` copies them into dist/.
+  const { cpSync, readdirSync, statSync } = await import('node:fs');
+  const { relative } = await import('node:path');
+  const srcDir = join(repoRoot, 'src');
+  const copyAssets = (dir: string): void => {
+    for (const name of readdirSync(dir)) {
+      const p = join(dir, name);
+      if (statSync(p).isDirectory()) copyAssets(p);
+      else if (name.endsWith('.lua')) cpSync(p, join(BUILD_DIR, relative(srcDir, p)));
+    }
+  };
+  copyAssets(srcDir);
   log(`(compiled src/ with tsc into ${BUILD_DIR} in ${Date.now() - started} ms)`);
 }
 

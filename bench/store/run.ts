@@ -1,12 +1,17 @@
 /**
  * bench/store: appends/s and read latency percentiles on both store engines.
  *
- *   npm run bench:store -- [embedded|scylla|all] [--runs 3]
+ *   npm run bench:store -- [embedded|scylla|all|group-commit|scylla-cost] [--runs 3]
+ *       [--paxos v1|v2] [--full-jit]   (for a Cassandra started here)
  *
  * Workloads (each run `runs` times; the median is printed):
  * - hot: one conversation, one writer, sequential group commits of 1, 10 and 100 messages;
  * - many: 10,000 conversations with one message each, 64 in flight (scylla: 2,000, see below);
  * - reads: random 50-message pages forward and backward from a 5,000-message conversation;
+ * - group-commit (embedded only, also run by `embedded`): the `many` workload at 64 and 512 in
+ *   flight with store.embedded.groupCommit = writer (per-conversation groups) and = engine
+ *   (engine-wide groups), runs alternating between the two, with appends/s and CPU per append;
+ * - scylla-cost: Cassandra and client CPU per request kind of the append path (scylla-cost.ts);
  * - fencing (scylla): the store's fenced append path against the same rows written as a plain
  *   UNLOGGED BATCH (what an unfenced store would do), so the cost of fencing is known.
  *
@@ -23,6 +28,7 @@ import { statements } from '../../src/store/scylla/cql.js';
 import type { Store } from '../../src/store/store.js';
 import { startCassandra } from '../../test/support/services/cassandra.js';
 import { latency, machine, median, nowUs } from '../lib/stats.js';
+import { scyllaCost } from './scylla-cost.js';
 import { drafts, hotConversation, manyConversations, reads } from './workloads.js';
 
 const args = process.argv.slice(2);
@@ -115,8 +121,43 @@ async function fencingCost(store: Store, contactPoints: string[], dc: string, ke
   await client.shutdown();
 }
 
+/** Per-conversation against engine-wide group commit, alternating runs, fresh store per run. */
+async function groupCommit() {
+  console.log('\n## embedded group commit: writer (per conversation) vs engine (engine-wide)');
+  for (const inflight of [64, 512]) {
+    const samples: Record<'writer' | 'engine', { rate: number[]; cpu: number[]; p50: number[]; p99: number[] }> = {
+      writer: { rate: [], cpu: [], p50: [], p99: [] },
+      engine: { rate: [], cpu: [], p50: [], p99: [] },
+    };
+    for (let r = 0; r < RUNS; r++) {
+      for (const mode of ['writer', 'engine'] as const) {
+        const dir = mkdtempSync(join(tmpdir(), 'ticks-bench-'));
+        const store = new EmbeddedStore({ path: join(dir, 'db'), bucketSize: BUCKET, idempotencyTtlMs: 3_600_000, groupCommit: mode });
+        await store.open();
+        try {
+          const f = await manyConversations(store, 10_000, inflight);
+          samples[mode].rate.push(f.appendsPerSec);
+          samples[mode].cpu.push(f.cpuUsPerAppend);
+          samples[mode].p50.push(f.appendP50us);
+          samples[mode].p99.push(f.appendP99us);
+        } finally {
+          await store.close();
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
+    }
+    for (const mode of ['writer', 'engine'] as const) {
+      const m = samples[mode];
+      out(`embedded ${inflight} in flight, groupCommit=${mode}: appends/s`, fmt(median(m.rate)));
+      out(`embedded ${inflight} in flight, groupCommit=${mode}: CPU µs/append; p50 / p99 (µs)`, `${fmt(median(m.cpu))}; ${fmt(median(m.p50))} / ${fmt(median(m.p99))}`);
+    }
+    out(`embedded ${inflight} in flight: engine/writer appends/s ratio`, `${(median(samples.engine.rate) / median(samples.writer.rate)).toFixed(2)}x`);
+  }
+}
+
 async function main() {
   console.log(`# bench/store  ${new Date().toISOString()}  ${machine()}  runs=${RUNS}`);
+  if (which === 'group-commit') return groupCommit();
   if (which === 'embedded' || which === 'all') {
     const dir = mkdtempSync(join(tmpdir(), 'ticks-bench-'));
     const store = new EmbeddedStore({ path: join(dir, 'db'), bucketSize: BUCKET, idempotencyTtlMs: 3_600_000 });
@@ -127,11 +168,17 @@ async function main() {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     }
+    await groupCommit();
   }
-  if (which === 'scylla' || which === 'all') {
+  if (which === 'scylla' || which === 'all' || which === 'scylla-cost') {
     let contactPoints = process.env.TICKS_BENCH_CASSANDRA_CONTACT_POINTS?.split(',');
     const dc = 'datacenter1';
-    const started = contactPoints ? null : await startCassandra();
+    // A Cassandra started here may deviate from the test settings: --paxos v2, --full-jit (C2).
+    const paxosIdx = args.indexOf('--paxos');
+    const paxos = paxosIdx >= 0 ? args[paxosIdx + 1] : undefined;
+    const started = contactPoints
+      ? null
+      : await startCassandra({ ...(paxos ? { extraYaml: `paxos_variant: ${paxos}` } : {}), fullJit: args.includes('--full-jit') });
     if (started) {
       contactPoints = started.contactPoints;
       console.log(`(started Cassandra ${started.contactPoints.join(',')} in ${started.startMs} ms)`);
@@ -145,6 +192,13 @@ async function main() {
     });
     try {
       await store.open();
+      if (which === 'scylla-cost') {
+        const pidIdx = args.indexOf('--cassandra-pid');
+        const pid = started?.pid ?? (pidIdx >= 0 ? Number(args[pidIdx + 1]) : NaN);
+        if (!Number.isInteger(pid)) throw new Error('scylla-cost against an external Cassandra needs --cassandra-pid');
+        await scyllaCost(store, contactPoints!, dc, keyspace, pid, RUNS, out);
+        return;
+      }
       await benchEngine('scylla', store, 2_000);
       await fencingCost(store, contactPoints!, dc, keyspace);
     } finally {

@@ -46,7 +46,14 @@ export async function hotConversation(store: Store, batchSize: number, batches: 
   return { msgsPerSec: (batchSize * batches) / secs, batchP50us: s.p50, batchP99us: s.p99, batches };
 }
 
-export interface ManyFigures { appendsPerSec: number; openWriterP50us: number; appendP50us: number; appendP99us: number }
+export interface ManyFigures {
+  appendsPerSec: number;
+  openWriterP50us: number;
+  appendP50us: number;
+  appendP99us: number;
+  /** This process's CPU (user + system, all threads, lmdb's commit thread included) per append. */
+  cpuUsPerAppend: number;
+}
 
 /** `count` conversations, one message each, `concurrency` in flight. Creation is not timed. */
 export async function manyConversations(store: Store, count: number, concurrency: number): Promise<ManyFigures> {
@@ -61,14 +68,22 @@ export async function manyConversations(store: Store, count: number, concurrency
   });
   const lat = latency();
   const start = nowUs();
+  const cpu0 = process.cpuUsage();
   await pool(count, concurrency, async (i) => {
     const t0 = nowUs();
     await writers[i]!.append(drafts(1, `m${i}`));
     lat.record(nowUs() - t0);
   });
+  const cpu = process.cpuUsage(cpu0);
   const secs = (nowUs() - start) / 1e6;
   const s = lat.summary();
-  return { appendsPerSec: count / secs, openWriterP50us: openLat.summary().p50, appendP50us: s.p50, appendP99us: s.p99 };
+  return {
+    appendsPerSec: count / secs,
+    openWriterP50us: openLat.summary().p50,
+    appendP50us: s.p50,
+    appendP99us: s.p99,
+    cpuUsPerAppend: (cpu.user + cpu.system) / count,
+  };
 }
 
 export interface ReadFigures { readsPerSec: number; p50us: number; p99us: number; p999us: number }

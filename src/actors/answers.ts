@@ -27,7 +27,12 @@ export function storeFailureCode(storeCode: string | undefined): ErrorCode {
 }
 
 export function errorCodeOf(err: unknown): ErrorCode {
-  return isTicksError(err) ? storeFailureCode(err.code) : 'internal';
+  if (!isTicksError(err)) return 'internal';
+  // Cluster failures (directory, bus): ownership moving or Redis unreachable; nothing was written.
+  if (err.code.startsWith('cluster.') && err.retryable) return 'cluster_unavailable';
+  // Job runner failures (the offline-flush gate: Redis unreachable, no permit in time): retryable.
+  if (err.code.startsWith('jobs.') && err.retryable) return 'cluster_unavailable';
+  return storeFailureCode(err.code);
 }
 
 /**

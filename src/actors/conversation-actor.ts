@@ -6,6 +6,10 @@
  *   its canonical direct id (`d:a:b`) by a or b creates it (createConversation is idempotent).
  * - Sends are group-committed: while one append is in flight new sends queue; the next append
  *   takes up to `maxCommitBatch`. `sent` goes to the sender only after the append resolved.
+ *   Grouping across conversations (1:1 traffic, where each conversation has about one message in
+ *   flight) is the store engine's job, not the actor's: the embedded engine puts the appends of all
+ *   conversations that queue while one transaction is in flight into the next transaction
+ *   (src/store/embedded/committer.ts); scylla cannot (a fenced batch is one partition).
  * - After a commit, one `deliver` per member's user actor (the sender's own user actor included:
  *   it delivers to the sender's other devices).
  * - Any commit failure fails the rest of the queue with a retryable error and ends the activation;
@@ -181,6 +185,19 @@ export class ConversationActor implements Actor<ConvMsg> {
       for (const mem of page) members.set(mem.userId, mem.role);
       if (page.length < MEMBER_PAGE) break;
       after = page[page.length - 1]!.userId;
+    }
+    // A direct conversation's members follow from its id. A creation cut off between the
+    // conversation row and its member rows (a node killed mid-creation) leaves members missing, and
+    // a retried creation by another node carries another creation time, so the store does not
+    // finish it: the activation does (putMember is idempotent), or that member could never send.
+    const pair = conv.kind === 'direct' ? parseDirectConversationId(conv.id) : null;
+    if (pair !== null) {
+      for (const userId of new Set(pair)) {
+        if (members.has(userId)) continue;
+        await this.deps.store.putMember(conv.id, userId, 'member', conv.createdAtMs);
+        members.set(userId, 'member');
+        this.deps.log.warn({ conv: conv.id, user: userId }, 'repaired a missing member of a direct conversation');
+      }
     }
     const writer = await this.deps.store.openWriter(conv.id, await this.deps.epochs.next(conv.id));
     return { conv, members, writer };

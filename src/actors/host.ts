@@ -11,7 +11,7 @@
 import type { ActorKind } from './address.js';
 import type { Clock, TimerHandle } from './clock.js';
 import type { ActorLog } from './log.js';
-import { Mailbox, type Lane, type MailboxEntry } from './mailbox.js';
+import { Mailbox, type Lane, type MailboxEntry, type MailboxHooks, type MailboxOptions } from './mailbox.js';
 import { actorMetrics } from './metrics.js';
 
 export type RejectReason = 'mailbox_full' | 'activation_failed' | 'shutting_down';
@@ -38,7 +38,18 @@ export interface Actor<M> {
 }
 
 export interface ActorKindSpec<M> {
-  create(ctx: ActorContext<M>): Actor<M>;
+  /** A new activation; `dormant` is the record its previous activation left (see `dormant`). */
+  create(ctx: ActorContext<M>, dormant?: object): Actor<M>;
+  /**
+   * Optional. Called whenever an activation's mailbox runs empty. A non-null result is a compact
+   * record of the actor's whole state: the host then ends the activation (without `deactivated`:
+   * nothing may need cleaning up, so return null while the actor has timers or work in flight) and
+   * keeps only the record, until the next message creates an activation from it. For actors that
+   * hold state which cannot be reloaded from a store and are idle most of the time: a user actor
+   * with live sessions holds only its device records while idle, instead of an activation with a
+   * mailbox. A dormant actor never passivates; it is dropped on drain.
+   */
+  dormant?(actor: Actor<M>): object | null;
   /** Which mailbox lane a message goes to. */
   lane(msg: M): Lane;
   /** Answers the sender of a message that will not be processed. Must not throw. */
@@ -54,20 +65,66 @@ export interface HostOptions {
   schedule?: (fn: () => void) => void;
 }
 
-interface Entry<M> {
-  kind: ActorKind;
-  key: string;
-  actor: Actor<M>;
-  mailbox: Mailbox<M>;
-  gone: boolean;
-  stopReason: string | null;
+/**
+ * One activation: its identity, its mailbox and its lifecycle state. The cell is also the actor's
+ * context and the mailbox's hooks (methods on the class, not closures per activation): a shard
+ * holds an activation per connected user, so every per-activation object counts.
+ */
+class Cell<M> implements ActorContext<M>, MailboxHooks<M> {
+  actor!: Actor<M>;
+  readonly mailbox: Mailbox<M>;
+  gone = false;
+  stopReason: string | null = null;
   lastActiveAt: number;
-  idleTimer: TimerHandle | null;
+  idleTimer: TimerHandle | null = null;
+
+  constructor(
+    private readonly host: ActorHost<never>,
+    readonly kind: ActorKind,
+    readonly key: string,
+    mailboxOptions: MailboxOptions,
+  ) {
+    this.mailbox = new Mailbox<M>(mailboxOptions, this, true);
+    this.lastActiveAt = mailboxOptions.clock.now();
+  }
+
+  self(msg: M): void {
+    if (!this.gone) this.mailbox.post(msg, 'system', true);
+  }
+
+  deactivate(reason: string): void {
+    if (this.gone || this.stopReason !== null) return;
+    this.stopReason = reason;
+    if (!this.mailbox.isRunning) this.host.finishCell(this, reason);
+  }
+
+  handle(msg: M): void | Promise<void> {
+    return this.actor.receive(msg);
+  }
+
+  error(err: unknown): void {
+    this.host.logError(err, this.kind);
+  }
+
+  after(): boolean {
+    if (this.stopReason === null) return true;
+    this.host.finishCell(this, this.stopReason);
+    return false;
+  }
+
+  idle(): void {
+    this.host.idleCell(this);
+  }
 }
 
 export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
   private readonly specs = new Map<ActorKind, ActorKindSpec<never>>();
-  private readonly entries = new Map<string, Entry<unknown>>();
+  /** Activations per kind, keyed by actor key (no `kind/key` string per activation). */
+  private readonly cells = new Map<ActorKind, Map<string, Cell<unknown>>>();
+  /** Records of dormant actors per kind (see ActorKindSpec.dormant). */
+  private readonly sleeping = new Map<ActorKind, Map<string, object>>();
+  /** One mailbox options object per kind, shared by all its mailboxes. */
+  private readonly mailboxOptions = new Map<ActorKind, MailboxOptions>();
   private draining = false;
   private stopped = false;
   private drainWaiters: (() => void)[] = [];
@@ -76,6 +133,10 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
 
   define<K extends ActorKind>(kind: K, spec: ActorKindSpec<Msgs[K]>): void {
     this.specs.set(kind, spec as ActorKindSpec<never>);
+    this.cells.set(kind, new Map());
+    this.sleeping.set(kind, new Map());
+    const { mailboxCapacity: capacity, turnBudget, clock, schedule } = this.opts;
+    this.mailboxOptions.set(kind, { kind, capacity, turnBudget, clock, ...(schedule ? { schedule } : {}) });
   }
 
   /** Delivers a message to a local actor, activating it when needed. Never throws. */
@@ -85,23 +146,40 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
       this.reject(spec, kind, key, msg, 'shutting_down');
       return;
     }
-    const entry = (this.entries.get(`${kind}/${key}`) ?? this.activate(kind, key)) as Entry<Msgs[K]>;
-    if (!entry.mailbox.post(msg, spec.lane(msg))) this.reject(spec, kind, key, msg, 'mailbox_full');
+    const cell = (this.cellsOf(kind).get(key) ?? this.activate(kind, key)) as Cell<Msgs[K]>;
+    if (!cell.mailbox.post(msg, spec.lane(msg))) this.reject(spec, kind, key, msg, 'mailbox_full');
   }
 
+  /**
+   * Ends the activation of `kind/key` from outside (e.g. its directory lease was lost), exactly as its
+   * own `ctx.deactivate` would: after the message running now; queued external messages go to a
+   * fresh activation. A no-op when there is no activation.
+   */
+  deactivate(kind: ActorKind, key: string, reason: string): void {
+    this.cells.get(kind)?.get(key)?.deactivate(reason);
+  }
+
+  /** An activation of `kind/key` exists here (not counting a dormant record). */
   isActive(kind: ActorKind, key: string): boolean {
-    return this.entries.has(`${kind}/${key}`);
+    return this.cells.get(kind)?.has(key) ?? false;
   }
 
+  isDormant(kind: ActorKind, key: string): boolean {
+    return this.sleeping.get(kind)?.has(key) ?? false;
+  }
+
+  /** Actors of `kind` hosted here: activations plus dormant records. */
   count(kind: ActorKind): number {
-    let n = 0;
-    for (const e of this.entries.values()) if (e.kind === kind) n++;
-    return n;
+    return (this.cells.get(kind)?.size ?? 0) + (this.sleeping.get(kind)?.size ?? 0);
+  }
+
+  dormantCount(kind: ActorKind): number {
+    return this.sleeping.get(kind)?.size ?? 0;
   }
 
   mailboxDepth(): number {
     let n = 0;
-    for (const e of this.entries.values()) n += e.mailbox.depth;
+    for (const c of this.allCells()) n += c.mailbox.depth;
     return n;
   }
 
@@ -113,11 +191,22 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
     this.draining = true;
     while (!this.quiet()) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
     this.stopped = true;
-    for (const e of [...this.entries.values()]) this.finish(e, 'drain');
+    for (const c of [...this.allCells()]) this.finishCell(c, 'drain');
+    for (const m of this.sleeping.values()) m.clear();
+  }
+
+  private *allCells(): Iterable<Cell<unknown>> {
+    for (const m of this.cells.values()) yield* m.values();
+  }
+
+  private cellsOf(kind: ActorKind): Map<string, Cell<unknown>> {
+    const m = this.cells.get(kind);
+    if (m === undefined) throw new Error(`actor kind ${kind} is not defined on this host`);
+    return m;
   }
 
   private quiet(): boolean {
-    for (const e of this.entries.values()) if (!e.mailbox.idle || e.actor.busy()) return false;
+    for (const c of this.allCells()) if (!c.mailbox.idle || c.actor.busy()) return false;
     return true;
   }
 
@@ -136,70 +225,64 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
     }
   }
 
-  private activate<K extends ActorKind>(kind: K, key: string): Entry<Msgs[K]> {
+  private activate<K extends ActorKind>(kind: K, key: string): Cell<Msgs[K]> {
     type M = Msgs[K];
     const spec = this.spec(kind);
-    const { clock, log } = this.opts;
-    let entry: Entry<M>;
-    const ctx: ActorContext<M> = {
-      kind,
-      key,
-      self: (msg) => {
-        if (!entry.gone) entry.mailbox.post(msg, 'system', true);
-      },
-      deactivate: (reason) => {
-        if (entry.gone || entry.stopReason !== null) return;
-        entry.stopReason = reason;
-        if (!entry.mailbox.isRunning) this.finish(entry, reason);
-      },
-    };
-    const mailbox = new Mailbox<M>(
-      { kind, capacity: this.opts.mailboxCapacity, turnBudget: this.opts.turnBudget, clock, ...(this.opts.schedule ? { schedule: this.opts.schedule } : {}) },
-      {
-        handle: (msg) => entry.actor.receive(msg),
-        error: (err) => log.error({ err, kind }, 'actor handler threw'),
-        after: () => {
-          if (entry.stopReason === null) return true;
-          this.finish(entry, entry.stopReason);
-          return false;
-        },
-        idle: () => this.idle(entry),
-      },
-      true,
-    );
-    entry = { kind, key, actor: undefined as unknown as Actor<M>, mailbox, gone: false, stopReason: null, lastActiveAt: clock.now(), idleTimer: null };
-    entry.actor = spec.create(ctx);
-    this.entries.set(`${kind}/${key}`, entry as Entry<unknown>);
+    const cell = new Cell<M>(this as unknown as ActorHost<never>, kind, key, this.mailboxOptions.get(kind)!);
+    const sleeping = this.sleeping.get(kind)!;
+    const record = sleeping.get(key);
+    if (record !== undefined) {
+      // Waking a dormant actor is not an activation (nothing is loaded): not counted as one.
+      sleeping.delete(key);
+      cell.actor = spec.create(cell, record);
+    } else {
+      cell.actor = spec.create(cell);
+      actorMetrics.activations.inc({ kind });
+    }
+    this.cellsOf(kind).set(key, cell as Cell<unknown>);
     actorMetrics.active.inc({ kind });
-    actorMetrics.activations.inc({ kind });
-    entry.actor.activate().then(
+    cell.actor.activate().then(
       () => {
-        if (!entry.gone) entry.mailbox.resume();
+        if (!cell.gone) cell.mailbox.resume();
       },
       (err: unknown) => {
-        if (entry.gone) return;
-        log.warn({ err, kind }, 'actor activation failed');
-        const rest = this.remove(entry, 'activation_failed');
+        if (cell.gone) return;
+        this.opts.log.warn({ err, kind }, 'actor activation failed');
+        const rest = this.remove(cell, 'activation_failed');
         for (const e of rest) if (!e.self) this.reject(spec, kind, key, e.msg, 'activation_failed', err);
         if (this.draining) this.wakeDrain();
       },
     );
-    return entry;
+    return cell;
   }
 
-  private idle<M>(entry: Entry<M>): void {
-    entry.lastActiveAt = this.opts.clock.now();
+  /** @internal Cell hook: a handler threw. */
+  logError(err: unknown, kind: ActorKind): void {
+    this.opts.log.error({ err, kind }, 'actor handler threw');
+  }
+
+  /** @internal Cell hook: a turn left the mailbox empty. */
+  idleCell<M>(cell: Cell<M>): void {
+    cell.lastActiveAt = this.opts.clock.now();
     if (this.draining) this.wakeDrain();
-    if (entry.idleTimer === null && entry.actor.canPassivate()) this.armIdle(entry, this.opts.idlePassivateMs);
+    if (!this.draining && cell.stopReason === null && !cell.actor.busy()) {
+      const record = (this.specs.get(cell.kind) as ActorKindSpec<M> | undefined)?.dormant?.(cell.actor) ?? null;
+      if (record !== null) {
+        this.remove(cell, 'dormant', false);
+        this.sleeping.get(cell.kind)!.set(cell.key, record);
+        return;
+      }
+    }
+    if (cell.idleTimer === null && cell.actor.canPassivate()) this.armIdle(cell, this.opts.idlePassivateMs);
   }
 
-  private armIdle<M>(entry: Entry<M>, ms: number): void {
-    entry.idleTimer = this.opts.clock.setTimer(ms, () => {
-      entry.idleTimer = null;
-      if (entry.gone || !entry.mailbox.idle) return;
-      const idleFor = this.opts.clock.now() - entry.lastActiveAt;
-      if (idleFor < this.opts.idlePassivateMs) this.armIdle(entry, this.opts.idlePassivateMs - idleFor);
-      else if (entry.actor.canPassivate() && !entry.actor.busy()) this.finish(entry, 'idle');
+  private armIdle<M>(cell: Cell<M>, ms: number): void {
+    cell.idleTimer = this.opts.clock.setTimer(ms, () => {
+      cell.idleTimer = null;
+      if (cell.gone || !cell.mailbox.idle) return;
+      const idleFor = this.opts.clock.now() - cell.lastActiveAt;
+      if (idleFor < this.opts.idlePassivateMs) this.armIdle(cell, this.opts.idlePassivateMs - idleFor);
+      else if (cell.actor.canPassivate() && !cell.actor.busy()) this.finishCell(cell, 'idle');
     });
   }
 
@@ -209,27 +292,32 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
     for (const w of waiters) w();
   }
 
-  /** Ends an activation; queued external messages go to a fresh activation (or are rejected when stopped). */
-  private finish<M>(entry: Entry<M>, reason: string): void {
-    if (entry.gone) return;
-    const rest = this.remove(entry, reason);
+  /**
+   * @internal Ends an activation; queued external messages go to a fresh activation (or are
+   * rejected when stopped).
+   */
+  finishCell<M>(cell: Cell<M>, reason: string): void {
+    if (cell.gone) return;
+    const rest = this.remove(cell, reason);
     try {
-      entry.actor.deactivated(reason);
+      cell.actor.deactivated(reason);
     } catch (err) {
-      this.opts.log.error({ err, kind: entry.kind }, 'actor deactivation threw');
+      this.opts.log.error({ err, kind: cell.kind }, 'actor deactivation threw');
     }
-    for (const e of rest) if (!e.self) this.tell(entry.kind, entry.key, e.msg as Msgs[ActorKind]);
+    for (const e of rest) if (!e.self) this.tell(cell.kind, cell.key, e.msg as Msgs[ActorKind]);
     if (this.draining) this.wakeDrain();
   }
 
-  private remove<M>(entry: Entry<M>, reason: string): MailboxEntry<M>[] {
-    entry.gone = true;
-    if (entry.idleTimer !== null) this.opts.clock.clearTimer(entry.idleTimer);
-    entry.idleTimer = null;
-    this.entries.delete(`${entry.kind}/${entry.key}`);
-    actorMetrics.active.dec({ kind: entry.kind });
-    actorMetrics.passivations.inc({ kind: entry.kind });
-    this.opts.log.debug({ kind: entry.kind, reason }, 'actor deactivated');
-    return entry.mailbox.stop();
+  private remove<M>(cell: Cell<M>, reason: string, passivation = true): MailboxEntry<M>[] {
+    cell.gone = true;
+    if (cell.idleTimer !== null) this.opts.clock.clearTimer(cell.idleTimer);
+    cell.idleTimer = null;
+    this.cells.get(cell.kind)?.delete(cell.key);
+    actorMetrics.active.dec({ kind: cell.kind });
+    if (passivation) {
+      actorMetrics.passivations.inc({ kind: cell.kind });
+      this.opts.log.debug({ kind: cell.kind, reason }, 'actor deactivated');
+    }
+    return cell.mailbox.stop();
   }
 }

@@ -77,42 +77,55 @@ class Fifo<T> {
   }
 }
 
+const SCHEDULED = 1;
+const RUNNING = 2;
+const PAUSED = 4;
+const STOPPED = 8;
+
+/** One labels object per actor kind, shared by every mailbox of that kind. */
+const kindLabels = new Map<ActorKind, { kind: ActorKind }>();
+function labelsOf(kind: ActorKind): { kind: ActorKind } {
+  let l = kindLabels.get(kind);
+  if (l === undefined) kindLabels.set(kind, (l = { kind }));
+  return l;
+}
+
+/**
+ * Memory: a shard holds a mailbox per active actor, and most of them (a user actor per idle
+ * connection) are empty most of the time. So an empty mailbox is four fields: the lanes are
+ * allocated on the first post and released whenever a turn leaves the mailbox empty, the flags are
+ * one number, and `opts` and `hooks` are shared objects (the host passes one options object per
+ * actor kind and the actor's own cell as the hooks), not per-mailbox copies or closures.
+ */
 export class Mailbox<M> {
-  private readonly system = new Fifo<MailboxEntry<M>>();
-  private readonly user = new Fifo<MailboxEntry<M>>();
-  private scheduled = false;
-  private running = false;
-  private paused: boolean;
-  private stopped = false;
-  private readonly schedule: (fn: () => void) => void;
-  private readonly labels: { kind: ActorKind };
+  private system: Fifo<MailboxEntry<M>> | null = null;
+  private user: Fifo<MailboxEntry<M>> | null = null;
+  private flags: number;
 
   constructor(
     private readonly opts: MailboxOptions,
     private readonly hooks: MailboxHooks<M>,
     startPaused = false,
   ) {
-    this.paused = startPaused;
-    this.schedule = opts.schedule ?? setImmediate;
-    this.labels = { kind: opts.kind };
+    this.flags = startPaused ? PAUSED : 0;
   }
 
   get depth(): number {
-    return this.system.length + this.user.length;
+    return (this.system?.length ?? 0) + (this.user?.length ?? 0);
   }
 
   /** Nothing queued and no message running. */
   get idle(): boolean {
-    return this.depth === 0 && !this.running;
+    return this.depth === 0 && (this.flags & RUNNING) === 0;
   }
 
   /** A message is being processed right now. */
   get isRunning(): boolean {
-    return this.running;
+    return (this.flags & RUNNING) !== 0;
   }
 
   get isStopped(): boolean {
-    return this.stopped;
+    return (this.flags & STOPPED) !== 0;
   }
 
   /**
@@ -120,66 +133,77 @@ export class Mailbox<M> {
    * message was not queued and the caller owns the answer to its sender.
    */
   post(msg: M, lane: Lane = 'user', self = false): boolean {
-    if (this.stopped) return false;
-    if (lane === 'user' && this.user.length >= this.opts.capacity) return false;
-    (lane === 'system' ? this.system : this.user).push({ msg, lane, self, postedAt: this.opts.clock.now() });
-    actorMetrics.mailboxDepth.inc(this.labels);
+    if ((this.flags & STOPPED) !== 0) return false;
+    if (lane === 'user' && (this.user?.length ?? 0) >= this.opts.capacity) return false;
+    const q = lane === 'system' ? (this.system ??= new Fifo()) : (this.user ??= new Fifo());
+    q.push({ msg, lane, self, postedAt: this.opts.clock.now() });
+    actorMetrics.mailboxDepth.inc(labelsOf(this.opts.kind));
     this.kick();
     return true;
   }
 
   pause(): void {
-    this.paused = true;
+    this.flags |= PAUSED;
   }
 
   resume(): void {
-    this.paused = false;
+    this.flags &= ~PAUSED;
     this.kick();
   }
 
   /** Stops for good and returns what was still queued (system lane first), e.g. to hand it over. */
   stop(): MailboxEntry<M>[] {
-    this.stopped = true;
-    const rest = [...this.system.takeAll(), ...this.user.takeAll()];
-    if (rest.length > 0) actorMetrics.mailboxDepth.dec(this.labels, rest.length);
+    this.flags |= STOPPED;
+    const rest = [...(this.system?.takeAll() ?? []), ...(this.user?.takeAll() ?? [])];
+    this.system = null;
+    this.user = null;
+    if (rest.length > 0) actorMetrics.mailboxDepth.dec(labelsOf(this.opts.kind), rest.length);
     return rest;
   }
 
   private kick(): void {
-    if (this.scheduled || this.running || this.paused || this.stopped || this.depth === 0) return;
-    this.scheduled = true;
-    this.schedule(() => {
-      this.scheduled = false;
+    if ((this.flags & (SCHEDULED | RUNNING | PAUSED | STOPPED)) !== 0 || this.depth === 0) return;
+    this.flags |= SCHEDULED;
+    (this.opts.schedule ?? setImmediate)(() => {
+      this.flags &= ~SCHEDULED;
       void this.turn();
     });
   }
 
+  private next(): MailboxEntry<M> | undefined {
+    return this.system?.shift() ?? this.user?.shift();
+  }
+
   private async turn(): Promise<void> {
-    if (this.running || this.paused || this.stopped) return;
-    this.running = true;
+    if ((this.flags & (RUNNING | PAUSED | STOPPED)) !== 0) return;
+    this.flags |= RUNNING;
+    const labels = labelsOf(this.opts.kind);
     let n = 0;
     try {
-      while (n < this.opts.turnBudget && !this.paused && !this.stopped) {
-        const entry = this.system.shift() ?? this.user.shift();
+      while (n < this.opts.turnBudget && (this.flags & (PAUSED | STOPPED)) === 0) {
+        const entry = this.next();
         if (entry === undefined) break;
         n++;
-        actorMetrics.mailboxDepth.dec(this.labels);
-        actorMetrics.mailboxWait.observe(this.labels, Math.max(0, this.opts.clock.now() - entry.postedAt) / 1000);
-        actorMetrics.messages.inc(this.labels);
+        actorMetrics.mailboxDepth.dec(labels);
+        actorMetrics.mailboxWait.observe(labels, Math.max(0, this.opts.clock.now() - entry.postedAt) / 1000);
+        actorMetrics.messages.inc(labels);
         try {
           const r = this.hooks.handle(entry.msg);
           if (r !== undefined) await r;
         } catch (err) {
-          actorMetrics.handlerErrors.inc(this.labels);
+          actorMetrics.handlerErrors.inc(labels);
           this.hooks.error(err, entry.msg);
         }
         if (this.hooks.after && !this.hooks.after()) break;
       }
     } finally {
-      this.running = false;
+      this.flags &= ~RUNNING;
     }
-    if (this.stopped) return;
-    if (this.depth > 0) this.kick();
-    else this.hooks.idle?.();
+    if ((this.flags & STOPPED) !== 0) return;
+    if (this.depth > 0) return this.kick();
+    // Empty: give the lanes' arrays back (an idle actor keeps no queue storage).
+    this.system = null;
+    this.user = null;
+    this.hooks.idle?.();
   }
 }

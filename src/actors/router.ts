@@ -1,20 +1,55 @@
 /**
- * Routes actor messages and connection frames within a node: to the local host or sink when this
- * shard owns the target, else over the ShardLink as a thread frame. Stateless: any code on the
- * shard (actors, their promise callbacks, the session handler) may call it at any time.
+ * Routes actor messages and connection frames: to the local host or sink when this shard owns the
+ * target, over the ShardLink as a thread frame to another shard of this node, and through the
+ * cluster layer (ClusterRoutes, implemented by src/cluster/routing.ts) to other nodes. Any code on
+ * the shard (actors, their promise callbacks, the session handler) may call it at any time.
+ *
+ * Placement: within a node an actor's home shard is hash(key) mod shardCount. Conversation actors
+ * are placed across nodes by the directory: only the home shard of a conversation talks to the
+ * directory about it (ClusterRoutes.routeConv), so one thread per node decides for each address.
+ * User actors are node-local: each node that holds sockets of a user runs that user's actor for
+ * those sockets; a deliver or receipt for a user goes to the local actor and, through
+ * ClusterRoutes.fanOutUser, to the other nodes where the session registry lists the user's devices.
+ * Without ClusterRoutes (unit tests of the actor layer) the router is single-node and conversation
+ * actors are activated on their home shard with no directory.
  */
 import type { ServerFrame } from '../protocol/client-frames.js';
 import { shardOf, type ActorKind } from './address.js';
 import type { ActorHost } from './host.js';
 import type { ActorLog } from './log.js';
-import type { ActorMessages } from './messages.js';
-import { actorMetrics } from './metrics.js';
+import type { ActorMessages, ConvMsg, UserMsg } from './messages.js';
+import type { ErrorCode } from '../protocol/codes.js';
+import { errorFor } from './answers.js';
+import { actorMetrics, convMetrics } from './metrics.js';
 import type { ConnectionSink, PushResult, SessionRef } from './session.js';
 import type { ShardLink } from './shard-link.js';
 import { decodeThreadFrame, encodeThreadFrame, type ThreadFrame } from './thread-frames.js';
 
 /** A push to a socket on another shard: handed to the link, outcome unknown here. */
 export type RoutedPushResult = PushResult | 'remote';
+
+/**
+ * The cluster side of routing (src/cluster/routing.ts). Every method returns at once; outcomes come
+ * back as actor messages or error frames to the sessions concerned, never as exceptions.
+ */
+export interface ClusterRoutes {
+  /**
+   * This shard is the in-node home of conversation `key`: delivers to the local activation when this
+   * thread holds the directory lease, else resolves the owner (registering when there is none) and
+   * forwards. `hops` is how many times the message was forwarded between nodes already.
+   */
+  routeConv(key: string, msg: ConvMsg, hops: number): void;
+  /** Sends a thread frame to shard `shard` of another node (over the bus). */
+  sendToNode(node: string, shard: number, frame: ThreadFrame): void;
+  /** A deliver or receipt for `user` is also sent to the user's other nodes (batched per fan-out). */
+  fanOutUser(user: string, msg: UserMsg): void;
+  /**
+   * A socket of this shard opened: registers it in the session registry so other nodes' fan-outs
+   * find it. Resolves once stored or once storing failed (soft state); never rejects.
+   */
+  sessionOpened(session: SessionRef): Promise<void>;
+  sessionClosed(session: SessionRef): void;
+}
 
 export interface RouterOptions {
   shard: number;
@@ -28,6 +63,17 @@ export interface RouterOptions {
 export class Router {
   private host: ActorHost<ActorMessages> | null = null;
   private onAttached: (conn: SessionRef) => void = () => {};
+  /** Cross-node routing; null for a single node without a directory (actor-layer tests). */
+  private cluster: ClusterRoutes | null = null;
+
+  /** Plugs in cross-node routing (before any message is routed). */
+  useCluster(cluster: ClusterRoutes): void {
+    this.cluster = cluster;
+  }
+
+  get nodeId(): string {
+    return this.opts.nodeId;
+  }
 
   constructor(private readonly opts: RouterOptions) {}
 
@@ -41,30 +87,87 @@ export class Router {
   }
 
   tell<K extends ActorKind>(kind: K, key: string, msg: ActorMessages[K]): void {
-    const shard = shardOf(key, this.opts.shardCount);
-    if (shard === this.opts.shard) {
-      this.localHost().tell(kind, key, msg);
+    if (kind === 'conv') {
+      this.tellConv(key, msg as ConvMsg, 0);
       return;
     }
-    this.post(shard, { v: 1, t: 'actor', kind, key, msg } as ThreadFrame);
+    const m = msg as UserMsg;
+    // Deliveries and receipts come from conversation actors: the user may have devices on other
+    // nodes too. Everything else for a user actor (attach, dack, ...) comes from a local session.
+    if (this.cluster !== null && (m.t === 'deliver' || m.t === 'receipt')) this.cluster.fanOutUser(key, m);
+    this.tellLocalUser(key, m);
+  }
+
+  /** The node-local user actor of `user` (no fan-out to other nodes). */
+  tellLocalUser(user: string, msg: UserMsg): void {
+    const shard = shardOf(user, this.opts.shardCount);
+    if (shard === this.opts.shard) this.localHost().tell('user', user, msg);
+    else this.post(shard, { v: 1, t: 'actor', kind: 'user', key: user, msg });
+  }
+
+  /** A conversation message with `hops` forwards between nodes behind it. */
+  tellConv(key: string, msg: ConvMsg, hops: number): void {
+    const shard = shardOf(key, this.opts.shardCount);
+    if (shard !== this.opts.shard) {
+      this.post(shard, hops > 0 ? { v: 1, t: 'actor', kind: 'conv', key, msg, hops } : { v: 1, t: 'actor', kind: 'conv', key, msg });
+    } else if (this.cluster !== null) this.cluster.routeConv(key, msg, hops);
+    else this.localHost().tell('conv', key, msg);
+  }
+
+  /** Delivers to the local activation (the cluster layer checked that this thread owns it). */
+  tellLocalConv(key: string, msg: ConvMsg): void {
+    this.localHost().tell('conv', key, msg);
+  }
+
+  isConvActive(key: string): boolean {
+    return this.localHost().isActive('conv', key);
+  }
+
+  /** Ends the local activation of `key` (its lease was lost); queued messages are re-routed by the host. */
+  deactivateConv(key: string, reason: string): void {
+    this.localHost().deactivate('conv', key, reason);
+  }
+
+  /**
+   * Answers a conversation message that cannot be routed with an error frame to its session.
+   * Internal messages (commit results) never travel, so they have nobody to answer.
+   */
+  answerConv(msg: ConvMsg, code: ErrorCode, detail?: string): void {
+    switch (msg.t) {
+      case 'send':
+        convMetrics.sent.inc({ result: code });
+        this.push(msg.session, errorFor(code, msg.id, detail));
+        return;
+      case 'read':
+      case 'delivered':
+        this.push(msg.session, errorFor(code, undefined, detail));
+        return;
+      case 'committed':
+      case 'commit_failed':
+        return;
+    }
   }
 
   push(conn: SessionRef, frame: ServerFrame): RoutedPushResult {
-    if (!this.reachable(conn)) return 'closed';
+    if (conn.node !== this.opts.nodeId) return this.remote(conn, { v: 1, t: 'push', conn, frame }) ? 'remote' : 'closed';
     if (conn.shard === this.opts.shard) return this.opts.sink.push(conn, frame);
     this.post(conn.shard, { v: 1, t: 'push', conn, frame });
     return 'remote';
   }
 
   close(conn: SessionRef, code: number, reason: string): void {
-    if (!this.reachable(conn)) return;
+    if (conn.node !== this.opts.nodeId) {
+      this.remote(conn, { v: 1, t: 'close', conn, code, reason });
+      return;
+    }
     if (conn.shard === this.opts.shard) this.opts.sink.close(conn, code, reason);
     else this.post(conn.shard, { v: 1, t: 'close', conn, code, reason });
   }
 
   /** Tells the connection's shard that the user actor registered the session. */
   attached(conn: SessionRef): void {
-    if (!this.reachable(conn)) return;
+    // User actors are node-local: the session's own node always confirms it.
+    if (conn.node !== this.opts.nodeId) return;
     if (conn.shard === this.opts.shard) this.onAttached(conn);
     else this.post(conn.shard, { v: 1, t: 'attached', conn });
   }
@@ -82,8 +185,11 @@ export class Router {
     actorMetrics.linkFrames.inc({ type: frame.t, direction: 'in' });
     switch (frame.t) {
       case 'actor':
-        if (frame.kind === 'conv') this.localHost().tell('conv', frame.key, frame.msg);
-        else this.localHost().tell('user', frame.key, frame.msg);
+        if (frame.kind === 'conv') this.tellConv(frame.key, frame.msg, frame.hops ?? 0);
+        else this.tellLocalUser(frame.key, frame.msg);
+        return;
+      case 'users':
+        for (const item of frame.items) for (const user of item.users) this.tellLocalUser(user, item.msg);
         return;
       case 'push':
         // The outcome stays here: the user actor keeps the delivery pending until a dack, and a
@@ -103,12 +209,16 @@ export class Router {
     }
   }
 
-  private reachable(conn: SessionRef): boolean {
-    if (conn.node === this.opts.nodeId) return true;
-    // Cross-node routing arrives with the cluster (directory + bus); until then the session is
-    // unreachable, which every caller treats like a closed connection (the device will sync).
-    this.opts.log.warn({ node: conn.node }, 'connection on another node is not reachable');
-    return false;
+  /** Sends a push or close to a socket on another node; false when there is no cluster to do it. */
+  private remote(conn: SessionRef, frame: ThreadFrame): boolean {
+    if (this.cluster === null) {
+      // Without a cluster the session is unreachable, which every caller treats like a closed
+      // connection (the device will sync).
+      this.opts.log.warn({ node: conn.node }, 'connection on another node is not reachable');
+      return false;
+    }
+    this.cluster.sendToNode(conn.node, conn.shard, frame);
+    return true;
   }
 
   private post(shard: number, frame: ThreadFrame): void {

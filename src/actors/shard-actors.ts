@@ -14,24 +14,25 @@
  * (`attached`), so the device is registered for live delivery before the round reads the heads.
  */
 import type { ActorsConfig } from '../config/schema.js';
-import type { ClientFrame, ServerFrame, SyncFrame } from '../protocol/client-frames.js';
+import type { ClientFrame, PresenceSubFrame, PresenceUnsubFrame, ServerFrame, SyncFrame, TypingFrame } from '../protocol/client-frames.js';
 import { CLOSE, CLOSE_REASONS } from '../protocol/codes.js';
 import { directConversationId } from '../protocol/ids.js';
 import type { Store } from '../store/store.js';
 import { errorFor, rejectCode } from './answers.js';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { ConversationActor } from './conversation-actor.js';
+import { confirmRead } from './conversation-receipts.js';
 import { CursorBatcher } from './cursor-batcher.js';
 import { ClockEpochSource, type EpochSource } from './epochs.js';
 import { ActorHost, type ActorKindSpec } from './host.js';
 import { silentLog, type ActorLog } from './log.js';
 import type { ActorMessages, ConvMsg, UserMsg } from './messages.js';
 import { convMetrics } from './metrics.js';
-import { Router } from './router.js';
+import { Router, type ClusterRoutes } from './router.js';
 import type { ConnectionSink, SessionHandler, SessionRef } from './session.js';
 import type { ShardLink } from './shard-link.js';
-import { ConcurrencyLimit, runHistory, runSync } from './sync.js';
-import { sameSession, UserActor } from './user-actor.js';
+import { ConcurrencyLimit, runHistory, runSync, type SyncDeps } from './sync.js';
+import { sameSession, UserActor, type Device, type UserDeps } from './user-actor.js';
 
 export interface ShardActorsOptions {
   shard: number;
@@ -41,6 +42,13 @@ export interface ShardActorsOptions {
   config: ActorsConfig;
   sink: ConnectionSink<ServerFrame>;
   link: ShardLink;
+  /**
+   * Cross-node routing (src/cluster/routing.ts, with the memory or Redis cluster parts). Absent in
+   * actor-layer tests: one node, conversations on their home shard with ClockEpochSource epochs.
+   */
+  cluster?: ClusterRoutes;
+  /** presence.sub / presence.unsub / typing (src/cluster/presence-frames.ts); absent: answered `internal`. */
+  presence?: PresenceFrames;
   clock?: Clock;
   epochs?: EpochSource;
   log?: ActorLog;
@@ -48,6 +56,16 @@ export interface ShardActorsOptions {
   maxPendingPerDevice?: number;
   /** Sync rounds and history reads running at once on this shard; more wait (default 64). */
   maxConcurrentReads?: number;
+  /** Push for users with no device online (UserDeps.wake); absent: no push. */
+  wake?: UserDeps['wake'];
+  /** The offline-flush gate for sync rounds (SyncDeps.flush); absent: no pacing. */
+  flush?: SyncDeps['flush'];
+  /**
+   * Cluster mode: a send still unanswered after this long (its conversation's owner node died with
+   * it, or the frame was lost between nodes) is answered `cluster_unavailable`, so the client
+   * retries under the same cmid (idempotent). Checked every half of it. Default: off.
+   */
+  sendAnswerTimeoutMs?: number;
   /**
    * A session whose user actor has not confirmed it within this time is closed with 4004 so it
    * reconnects (the link is at-most-once: a lost attach would leave it without live delivery).
@@ -65,7 +83,17 @@ export interface ShardActorStats {
   cursorWritesQueued: number;
 }
 
+/** Presence and typing for this shard's sessions; implemented in the cluster layer. */
+export interface PresenceFrames {
+  opened(session: SessionRef): void;
+  closed(session: SessionRef): void;
+  /** Answers (presence.state, errors) go to the session through the router. */
+  frame(session: SessionRef, frame: PresenceSubFrame | PresenceUnsubFrame | TypingFrame): void;
+}
+
 export interface ShardActors {
+  /** The shard's router (the cluster layer delivers bus frames to `router.receive`). */
+  router: Router;
   handler: SessionHandler<ClientFrame>;
   /** Bytes that arrived on this shard's link from another shard. */
   onLinkMessage(bytes: Uint8Array): void;
@@ -82,18 +110,29 @@ export interface ShardActors {
   stats(): ShardActorStats;
 }
 
+/** A session on this shard. One per connection: the in-flight bookkeeping exists only while used. */
 interface LocalSession {
   ref: SessionRef;
   attached: boolean;
+  /**
+   * Confirmations still awaited before `attached`: the user actor's, and in a cluster the session
+   * registry's (so other nodes' fan-outs find the device before its first sync reads the heads).
+   */
+  gates: number;
   syncing: boolean;
   waitingSync: SyncFrame | null;
   attachTimer: TimerHandle | null;
   /**
    * Unanswered sends: request id -> shard of the conversation actor it went to. The link is
    * at-most-once, so a send that went to a shard which then died may never be answered; see
-   * shardRestarted. Bounded by the client's in-flight requests.
+   * shardRestarted. Bounded by the client's in-flight requests. Null while empty.
    */
-  sends: Map<number, number>;
+  sends: Map<number, number> | null;
+  /**
+   * Unconfirmed reads per shard of the conversation actor they went to (see confirmRead), for the
+   * same reason. Null until the session sends a read to another shard.
+   */
+  reads: number[] | null;
 }
 
 export function createShardActors(o: ShardActorsOptions): ShardActors {
@@ -105,17 +144,29 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
   const sessions = new Map<number, LocalSession>();
   // Every frame to a local session passes here (from this shard or from another over the link), so
   // a send's answer (`sent`, or `error` with its id) clears it from the session's unanswered sends.
+  // A `receipt` of the session's own read on its own device is the conversation actor's confirmation
+  // of that read (confirmRead): it clears the read and is not sent to the client.
   const sink: ConnectionSink<ServerFrame> = {
     push(conn, frame) {
       if ((frame.t === 'sent' || frame.t === 'error') && frame.id !== undefined) {
         const local = sessions.get(conn.connId);
-        if (local !== undefined && sameSession(local.ref, conn)) local.sends.delete(frame.id);
+        if (local?.sends && sameSession(local.ref, conn)) {
+          local.sends.delete(frame.id);
+          if (local.sends.size === 0) local.sends = null;
+        }
+      } else if (frame.t === 'receipt' && frame.kind === 'read' && frame.device === conn.device && frame.user === conn.user) {
+        const local = sessions.get(conn.connId);
+        if (local === undefined || !sameSession(local.ref, conn)) return 'closed';
+        const shard = router.shardOf(frame.conv);
+        if (local.reads !== null && local.reads[shard]! > 0) local.reads[shard]!--;
+        return 'sent';
       }
       return o.sink.push(conn, frame);
     },
     close: (conn, code, reason) => o.sink.close(conn, code, reason),
   };
   const router = new Router({ shard: o.shard, shardCount: o.shardCount, nodeId: o.nodeId, link: o.link, sink, log });
+  if (o.cluster !== undefined) router.useCluster(o.cluster);
   const host = new ActorHost<ActorMessages>({
     mailboxCapacity: cfg.mailboxCapacity,
     turnBudget: cfg.turnBudget,
@@ -124,21 +175,48 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     log,
   });
   const cursors = new CursorBatcher({ store, clock, log, flushMs: cfg.cursorFlushMs });
-  const syncDeps = { store, router, log, syncPageSize: cfg.syncPageSize, limit: new ConcurrencyLimit(o.maxConcurrentReads ?? 64) };
+  const syncDeps: SyncDeps = {
+    store,
+    router,
+    log,
+    syncPageSize: cfg.syncPageSize,
+    limit: new ConcurrencyLimit(o.maxConcurrentReads ?? 64),
+    ...(o.flush === undefined ? {} : { flush: o.flush }),
+  };
   const attachTimeoutMs = o.attachTimeoutMs ?? 10_000;
+  // Sends seen unanswered at the previous sweep, per session: still unanswered now = timed out.
+  const seenUnanswered = new WeakMap<LocalSession, number[]>();
+  const sweepSends = (): void => {
+    for (const local of sessions.values()) {
+      const prev = seenUnanswered.get(local);
+      if (prev !== undefined) {
+        for (const id of prev) if (local.sends?.has(id)) router.push(local.ref, errorFor('cluster_unavailable', id, 'the conversation did not answer in time'));
+      }
+      if (local.sends) seenUnanswered.set(local, [...local.sends.keys()]);
+      else seenUnanswered.delete(local);
+    }
+    if (draining === null) clock.setTimer(o.sendAnswerTimeoutMs! / 2, sweepSends);
+  };
+  if (o.sendAnswerTimeoutMs !== undefined) clock.setTimer(o.sendAnswerTimeoutMs / 2, sweepSends);
   let draining: Promise<void> | null = null;
 
   const convSpec: ActorKindSpec<ConvMsg> = {
     create: (ctx) => new ConversationActor(ctx, { store, router, cursors, epochs, clock, log, maxCommitBatch: cfg.maxCommitBatch, maxQueuedSends: cfg.mailboxCapacity }),
     lane: (m) => (m.t === 'committed' || m.t === 'commit_failed' ? 'system' : 'user'),
     reject: (_key, m, reason, cause) => {
-      const code = rejectCode(reason, cause);
+      // A draining node's `shutting_down` tells a client to wait for its reconnect; a sender on
+      // another node is not being disconnected, so it gets the retry-now code instead.
+      const remote = (m.t === 'send' || m.t === 'read' || m.t === 'delivered') && m.session.node !== o.nodeId;
+      const code = remote && reason === 'shutting_down' ? 'cluster_unavailable' : rejectCode(reason, cause);
       switch (m.t) {
         case 'send':
           convMetrics.sent.inc({ result: code });
           router.push(m.session, errorFor(code, m.id));
           return;
         case 'read':
+          router.push(m.session, errorFor(code));
+          confirmRead(router, m.session, _key, 0);
+          return;
         case 'delivered':
           router.push(m.session, errorFor(code));
           return;
@@ -150,16 +228,20 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     },
   };
 
+  // One deps object for every user actor of the shard (there is one actor per connected user).
+  const userDeps = {
+    router,
+    clock,
+    log,
+    deliveryRetryMs: cfg.deliveryRetryMs,
+    deliveryMaxRetries: cfg.deliveryMaxRetries,
+    maxPendingPerDevice: o.maxPendingPerDevice ?? 1024,
+    ...(o.wake === undefined ? {} : { wake: o.wake }),
+  };
   const userSpec: ActorKindSpec<UserMsg> = {
-    create: (ctx) =>
-      new UserActor(ctx, {
-        router,
-        clock,
-        log,
-        deliveryRetryMs: cfg.deliveryRetryMs,
-        deliveryMaxRetries: cfg.deliveryMaxRetries,
-        maxPendingPerDevice: o.maxPendingPerDevice ?? 1024,
-      }),
+    create: (ctx, dormant) => new UserActor(ctx, userDeps, dormant as Device[] | undefined),
+    // Idle with nothing pending: keep the device records only (one per connected device).
+    dormant: (actor) => (actor as UserActor).dormantState(),
     lane: (m) => (m.t === 'attach' || m.t === 'detach' || m.t === 'retry' || m.t === 'overflow' ? 'system' : 'user'),
     reject: (key, m, reason, cause) => {
       switch (m.t) {
@@ -188,6 +270,11 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
   router.bind(host, (conn) => {
     const local = sessions.get(conn.connId);
     if (local === undefined || !sameSession(local.ref, conn)) return;
+    passGate(local);
+  });
+
+  function passGate(local: LocalSession): void {
+    if (sessions.get(local.ref.connId) !== local || local.attached || --local.gates > 0) return;
     local.attached = true;
     if (local.attachTimer !== null) clock.clearTimer(local.attachTimer);
     local.attachTimer = null;
@@ -196,7 +283,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
       local.waitingSync = null;
       startSync(local, f);
     }
-  });
+  }
 
   function startSync(local: LocalSession, f: SyncFrame): void {
     local.syncing = true;
@@ -215,16 +302,20 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
         }
         const conv = f.to !== undefined ? directConversationId(s.user, f.to) : f.conv;
         const local = sessions.get(s.connId);
-        if (local !== undefined && sameSession(local.ref, s)) local.sends.set(f.id, router.shardOf(conv));
+        if (local !== undefined && sameSession(local.ref, s)) (local.sends ??= new Map()).set(f.id, router.shardOf(conv));
         router.tell('conv', conv, { t: 'send', session: s, id: f.id, cmid: f.cmid, body: f.body });
         return;
       }
       case 'dack':
         router.tell('user', s.user, { t: 'dack', session: s, conv: f.conv, seq: f.seq });
         return;
-      case 'read':
+      case 'read': {
+        const local = sessions.get(s.connId);
+        const shard = router.shardOf(f.conv);
+        if (local !== undefined && sameSession(local.ref, s) && shard !== o.shard) (local.reads ??= new Array<number>(o.shardCount).fill(0))[shard]!++;
         router.tell('conv', f.conv, { t: 'read', session: s, seq: f.seq });
         return;
+      }
       case 'sync': {
         const local = sessions.get(s.connId);
         if (local === undefined) {
@@ -245,6 +336,12 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
       case 'ping':
         router.push(s, { t: 'pong', id: f.id });
         return;
+      case 'presence.sub':
+      case 'presence.unsub':
+      case 'typing':
+        if (o.presence !== undefined) o.presence.frame(s, f);
+        else if (f.t === 'presence.sub') router.push(s, errorFor('internal', f.id, 'presence is not available'));
+        return;
       default: {
         const never: never = f;
         throw new Error(`unhandled client frame ${JSON.stringify(never)}`);
@@ -262,7 +359,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
 
   const handler: SessionHandler<ClientFrame> = {
     opened(s) {
-      const local: LocalSession = { ref: s, attached: false, syncing: false, waitingSync: null, attachTimer: null, sends: new Map() };
+      const local: LocalSession = { ref: s, attached: false, gates: o.cluster === undefined ? 1 : 2, syncing: false, waitingSync: null, attachTimer: null, sends: null, reads: null };
       sessions.set(s.connId, local);
       local.attachTimer = clock.setTimer(attachTimeoutMs, () => {
         local.attachTimer = null;
@@ -271,6 +368,8 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
         router.close(s, CLOSE.internalError, CLOSE_REASONS[CLOSE.internalError]);
       });
       router.tell('user', s.user, { t: 'attach', session: s });
+      if (o.cluster !== undefined) void o.cluster.sessionOpened(s).then(() => passGate(local));
+      o.presence?.opened(s);
       // Register the device (upsert, keeps its push token) so receipts can count the user's devices.
       // Best effort: failing it loses nothing but a device from the peers' delivered state.
       store.putDevice({ userId: s.user, deviceId: s.device, platform: 'other', createdAtMs: clock.now() }).catch((err: unknown) => {
@@ -293,11 +392,14 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
         sessions.delete(s.connId);
       }
       router.tell('user', s.user, { t: 'detach', session: s });
+      o.cluster?.sessionClosed(s);
+      o.presence?.closed(s);
     },
     drain,
   };
 
   return {
+    router,
     handler,
     onLinkMessage: (bytes) => router.receive(bytes),
     drain,
@@ -306,8 +408,10 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
         // A send still unanswered by the dead incarnation was lost with it (or its answer was): the
         // client would wait for `sent` forever on a connection that looks healthy. Closing makes it
         // resend under the same cmid after reconnecting (idempotent: a stored one comes back dup).
-        const lostSend = [...local.sends.values()].includes(shard);
-        if (router.shardOf(local.ref.user) === shard || lostSend) router.close(local.ref, CLOSE.shardRestarting, CLOSE_REASONS[CLOSE.shardRestarting]);
+        // The same for a read not yet confirmed by that shard: the client sends its reads again.
+        const lostSend = local.sends !== null && [...local.sends.values()].includes(shard);
+        const lostRead = local.reads !== null && local.reads[shard]! > 0;
+        if (router.shardOf(local.ref.user) === shard || lostSend || lostRead) router.close(local.ref, CLOSE.shardRestarting, CLOSE_REASONS[CLOSE.shardRestarting]);
       }
     },
     stats: () => ({

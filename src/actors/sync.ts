@@ -12,6 +12,11 @@
  * of the range: an explicit gap, never a silent one), then one `synced` with the heads the round
  * started from, the user's read cursors, the peer receipts of direct conversations in the round,
  * and `more` when a conversation had more than `limit`.
+ *
+ * Offline flush: before a round takes its read slot, its backlog (head minus cursor, summed over the
+ * user's conversations) goes to the flush gate (`deps.flush`, src/jobs/flush.ts). A small backlog
+ * runs at once; a large one waits for a permit from the cluster-wide flush rate, and a permit that
+ * does not come is answered `cluster_unavailable` (retryable), so the client retries with backoff.
  */
 import {
   DEFAULT_SYNC_LIMIT,
@@ -23,7 +28,8 @@ import {
 } from '../protocol/client-frames.js';
 import { parseDirectConversationId } from '../protocol/ids.js';
 import type { Store } from '../store/store.js';
-import type { StoredMessage } from '../store/types.js';
+import type { StoredMessage, UserConversation } from '../store/types.js';
+import { backlogOf, type FlushRequest } from '../jobs/flush.js';
 import { errorCodeOf, errorFor } from './answers.js';
 import type { ActorLog } from './log.js';
 import { syncMetrics } from './metrics.js';
@@ -37,6 +43,11 @@ export interface SyncDeps {
   syncPageSize: number;
   /** Caps the sync rounds and history reads running at once on this shard (a reconnect storm). */
   limit: ConcurrencyLimit;
+  /**
+   * The offline-flush gate (src/jobs/flush.ts): a round whose backlog is large waits for a
+   * cluster-wide permit before it takes a read slot. Absent: every round runs at once.
+   */
+  flush?: { schedule(req: FlushRequest): Promise<unknown> };
 }
 
 /** At most `max` tasks at once; the rest wait in FIFO order (bounded by the sessions that ask). */
@@ -73,7 +84,16 @@ export function toEntry(m: StoredMessage, viewer: string): MessageEntry {
 /** Runs one sync round for a session. Never rejects: failures become an error frame. */
 export async function runSync(deps: SyncDeps, session: SessionRef, frame: SyncFrame): Promise<void> {
   try {
-    const result = await deps.limit.run(() => syncRound(deps, session, frame));
+    // The cursors and conversations are read first, so the backlog is known before the round asks
+    // the flush gate for a permit (a large one waits; a JobError becomes a retryable error frame).
+    const { user, device } = session;
+    const [stored, convs] = await Promise.all([deps.store.getDelivered(user, device), deps.store.listUserConversations(user)]);
+    const cursors = new Map<string, number>(stored.map((c) => [c.conversationId, c.seq]));
+    for (const [conv, seq] of Object.entries(frame.cursors ?? {})) cursors.set(conv, seq);
+    if (deps.flush !== undefined) {
+      await deps.flush.schedule({ user, device, session: `${session.node}.${session.shard}.${session.connId}`, backlog: backlogOf(convs, cursors) });
+    }
+    const result = await deps.limit.run(() => syncRound(deps, session, frame, cursors, convs));
     syncMetrics.requests.inc({ type: 'sync', result });
   } catch (err) {
     const code = errorCodeOf(err);
@@ -83,13 +103,17 @@ export async function runSync(deps: SyncDeps, session: SessionRef, frame: SyncFr
   }
 }
 
-async function syncRound(deps: SyncDeps, session: SessionRef, frame: SyncFrame): Promise<'ok' | 'closed'> {
+async function syncRound(
+  deps: SyncDeps,
+  session: SessionRef,
+  frame: SyncFrame,
+  cursors: ReadonlyMap<string, number>,
+  convs: readonly UserConversation[],
+): Promise<'ok' | 'closed'> {
   const { store, router } = deps;
-  const { user, device } = session;
+  const { user } = session;
   const limit = frame.limit ?? DEFAULT_SYNC_LIMIT;
-  const [stored, convs, reads] = await Promise.all([store.getDelivered(user, device), store.listUserConversations(user), store.getRead(user)]);
-  const cursors = new Map<string, number>(stored.map((c) => [c.conversationId, c.seq]));
-  for (const [conv, seq] of Object.entries(frame.cursors ?? {})) cursors.set(conv, seq);
+  const reads = await store.getRead(user);
 
   const heads: Record<string, number> = {};
   const peers: Record<string, PeerReceipts> = {};

@@ -1,13 +1,21 @@
 /**
- * Frames between the shard threads of one node, carried by a ShardLink as msgpack bytes. Versioned:
+ * Frames between the shard threads of one node, carried by a ShardLink as msgpack bytes, and between
+ * shard threads of different nodes, carried by the cluster bus (src/cluster/bus) to the channel of
+ * the target thread (`<nodeId>.<shard>`, see src/cluster/routing.ts). Versioned:
  * a frame from a thread running other code (a mixed build during a restart) is refused loudly, not
  * misread. The payloads are trusted (our own threads), so decoding checks the envelope only.
  *
  * Frames:
- * - `actor`    a message for the actor `kind/key`, which lives on the receiving shard.
+ * - `actor`    a message for the actor `kind/key`, which lives on the receiving shard (or, for a
+ *              conversation, whose in-node home the receiving shard is: it checks ownership and
+ *              forwards when another node owns it). `hops` counts forwards between nodes (bus), so
+ *              disagreeing caches cannot bounce a message forever.
  * - `push`     a server frame for a connection whose socket the receiving shard owns.
  * - `close`    close such a connection with a close code.
  * - `attached` the user actor registered the connection's session (the session may start syncing).
+ * - `users`    (bus only) messages for the node-local user actors of several users, one frame per
+ *              (fan-out, node): `items[i].msg` goes to every user in `items[i].users` on the receiving
+ *              node, which does not fan out further.
  */
 import { Packr, Unpackr } from 'msgpackr';
 import type { ServerFrame } from '../protocol/client-frames.js';
@@ -21,14 +29,21 @@ interface Versioned {
 }
 
 export type ThreadFrame =
-  | (Versioned & { t: 'actor'; kind: 'conv'; key: string; msg: ConvMsg })
+  | (Versioned & { t: 'actor'; kind: 'conv'; key: string; msg: ConvMsg; hops?: number })
   | (Versioned & { t: 'actor'; kind: 'user'; key: string; msg: UserMsg })
   | (Versioned & { t: 'push'; conn: SessionRef; frame: ServerFrame })
   | (Versioned & { t: 'close'; conn: SessionRef; code: number; reason: string })
-  | (Versioned & { t: 'attached'; conn: SessionRef });
+  | (Versioned & { t: 'attached'; conn: SessionRef })
+  | (Versioned & { t: 'users'; items: UserBatchItem[] });
+
+/** One message for the local user actors of `users` (a `users` frame). */
+export interface UserBatchItem {
+  users: string[];
+  msg: UserMsg;
+}
 
 export type ThreadFrameType = ThreadFrame['t'];
-export const THREAD_FRAME_TYPES: readonly ThreadFrameType[] = ['actor', 'push', 'close', 'attached'];
+export const THREAD_FRAME_TYPES: readonly ThreadFrameType[] = ['actor', 'push', 'close', 'attached', 'users'];
 
 export class ThreadFrameError extends Error {
   constructor(message: string) {

@@ -30,11 +30,21 @@ export interface UserDeps {
   deliveryMaxRetries: number;
   /** Unacknowledged deliveries one device may hold before it is disconnected to resync. */
   maxPendingPerDevice: number;
+  /**
+   * Wakes a user with no attached device (src/jobs/push PushService: a content-free push, collapsed
+   * per user). Fire and forget: never awaited, never fails delivery. Absent: no push.
+   */
+  wake?: { notify(userId: string, conversationId: string, seq: number): unknown };
 }
 
-interface Device {
+/**
+ * One device's live session. Kept small (a shard holds one per connection): pending deliveries and
+ * the retry timer exist only while something is unacknowledged.
+ */
+export interface Device {
+  readonly id: string;
   session: SessionRef;
-  pending: DevicePending;
+  pending: DevicePending | null;
   timer: TimerHandle | null;
   timerAt: number;
 }
@@ -43,13 +53,34 @@ export function sameSession(a: SessionRef, b: SessionRef): boolean {
   return a.connId === b.connId && a.shard === b.shard && a.node === b.node;
 }
 
+/**
+ * Memory: there is one user actor per connected user, and most are idle. So its state is an array
+ * of devices (a user has a handful; a linear search beats a Map's hash table, which costs a few
+ * hundred bytes even when it holds one entry), `deps` is one object shared by every user actor of
+ * the shard, and an idle actor with nothing pending goes dormant (`dormantState`): the host keeps
+ * only its device array, not an activation with a mailbox, until the next message wakes it with the
+ * same array.
+ */
 export class UserActor implements Actor<UserMsg> {
-  private readonly devices = new Map<string, Device>();
+  private devices: Device[];
 
   constructor(
     private readonly ctx: ActorContext<UserMsg>,
     private readonly deps: UserDeps,
-  ) {}
+    dormant?: Device[],
+  ) {
+    this.devices = dormant ?? [];
+  }
+
+  /**
+   * The actor's whole state while it can sleep: its devices, when it has some and none holds a
+   * pending delivery or a retry timer (those need a live activation). Null otherwise.
+   */
+  dormantState(): Device[] | null {
+    if (this.devices.length === 0) return null;
+    for (const d of this.devices) if (d.pending !== null || d.timer !== null) return null;
+    return this.devices;
+  }
 
   activate(): Promise<void> {
     return Promise.resolve();
@@ -60,8 +91,8 @@ export class UserActor implements Actor<UserMsg> {
       case 'attach':
         return this.onAttach(msg.session);
       case 'detach': {
-        const d = this.devices.get(msg.session.device);
-        if (d !== undefined && sameSession(d.session, msg.session)) this.drop(msg.session.device);
+        const d = this.find(msg.session.device);
+        if (d !== undefined && sameSession(d.session, msg.session)) this.drop(d);
         return;
       }
       case 'deliver':
@@ -73,7 +104,7 @@ export class UserActor implements Actor<UserMsg> {
       case 'retry':
         return this.onRetry(msg.device);
       case 'overflow':
-        for (const id of [...this.devices.keys()]) this.disconnect(id, 'overloaded');
+        for (const d of [...this.devices]) this.disconnect(d, 'overloaded');
         return;
       default: {
         const never: never = msg;
@@ -87,106 +118,130 @@ export class UserActor implements Actor<UserMsg> {
   }
 
   canPassivate(): boolean {
-    return this.devices.size === 0;
+    return this.devices.length === 0;
   }
 
   deactivated(): void {
-    for (const id of [...this.devices.keys()]) this.drop(id);
+    for (const d of [...this.devices]) this.drop(d);
+  }
+
+  private find(id: string): Device | undefined {
+    for (const d of this.devices) if (d.id === id) return d;
+    return undefined;
   }
 
   private onAttach(session: SessionRef): void {
-    const known = this.devices.get(session.device);
+    const known = this.find(session.device);
     if (known !== undefined && !sameSession(known.session, session)) {
       this.deps.router.close(known.session, CLOSE.replaced, CLOSE_REASONS[CLOSE.replaced]);
       // What the old session had pending, the new one gets by sync (it starts from the cursor).
-      this.drop(session.device);
+      this.drop(known);
     }
-    if (!this.devices.has(session.device)) {
-      this.devices.set(session.device, { session, pending: new DevicePending(), timer: null, timerAt: 0 });
+    if (this.find(session.device) === undefined) {
+      const d: Device = { id: session.device, session, pending: null, timer: null, timerAt: 0 };
+      // A literal holds exactly one element; push() onto an empty array would reserve 17 slots.
+      if (this.devices.length === 0) this.devices = [d];
+      else this.devices.push(d);
     }
     this.deps.router.attached(session);
   }
 
   private onDeliver(m: UserDeliver): void {
     const me = this.ctx.key;
-    for (const [id, d] of this.devices) {
+    // A copy: a push that finds a device gone drops it from `devices`.
+    for (const d of [...this.devices]) {
       for (const e of m.msgs) {
-        if (e.from === me && e.fdev === id) continue;
+        if (e.from === me && e.fdev === d.id) continue;
         const frame: MsgFrame = { t: 'msg', conv: m.conv, kind: m.kind, seq: e.seq, mid: e.mid, from: e.from, fdev: e.fdev, body: e.body, ts: e.ts };
         if (e.from === me) frame.cmid = e.cmid;
-        if (!this.push(id, d, frame)) break;
+        if (!this.push(d, frame)) break;
       }
     }
+    if (this.devices.length === 0) this.wakeOffline(m);
+  }
+
+  /** Nobody of this user is online (or every push found its socket gone): a push, if others wrote. */
+  private wakeOffline(m: UserDeliver): void {
+    const wake = this.deps.wake;
+    if (wake === undefined) return;
+    const me = this.ctx.key;
+    const last = m.msgs.findLast((e) => e.from !== me);
+    if (last !== undefined) void wake.notify(me, m.conv, last.seq);
   }
 
   /** Pushes and tracks one delivery; false when the device is gone (closed or disconnected). */
-  private push(id: string, d: Device, frame: MsgFrame): boolean {
-    if (d.pending.size >= this.deps.maxPendingPerDevice) {
-      this.disconnect(id, 'too_many_pending');
+  private push(d: Device, frame: MsgFrame): boolean {
+    if ((d.pending?.size ?? 0) >= this.deps.maxPendingPerDevice) {
+      this.disconnect(d, 'too_many_pending');
       return false;
     }
     const result = this.deps.router.push(d.session, frame);
     deliveryMetrics.pushed.inc();
     if (result === 'closed' || result === 'overflow') {
       // The socket is gone (and the gateway reports `closed`, which detaches it). Keep nothing.
-      this.drop(id);
+      this.drop(d);
       return false;
     }
     const now = this.deps.clock.now();
-    d.pending.add(frame, now, this.deps.deliveryRetryMs);
-    this.arm(id, d);
+    (d.pending ??= new DevicePending()).add(frame, now, this.deps.deliveryRetryMs);
+    this.arm(d);
     return true;
   }
 
   private onDack(m: UserDack): void {
-    const d = this.devices.get(m.session.device);
-    if (d !== undefined) {
+    const d = this.find(m.session.device);
+    if (d !== undefined && d.pending !== null) {
       const now = this.deps.clock.now();
       const acked = d.pending.ack(m.conv, m.seq);
       for (const e of acked) deliveryMetrics.latency.observe((now - e.firstPushedAt) / 1000);
       if (acked.length > 0) deliveryMetrics.acked.inc(acked.length);
+      if (d.pending.size === 0) {
+        d.pending = null;
+        this.arm(d);
+      }
     }
     this.deps.router.tell('conv', m.conv, { t: 'delivered', session: m.session, seq: m.seq });
   }
 
   private onReceipt(m: UserReceipt): void {
-    for (const [id, d] of this.devices) {
+    for (const d of [...this.devices]) {
       // A read made on one of this user's devices is news for the others only.
-      if (m.user === this.ctx.key && m.device === id) continue;
+      if (m.user === this.ctx.key && m.device === d.id) continue;
       const frame: ReceiptFrame = { t: 'receipt', conv: m.conv, kind: m.kind, user: m.user, seq: m.seq };
       if (m.kind === 'delivered') frame.device = m.device;
       const r = this.deps.router.push(d.session, frame);
-      if (r === 'closed' || r === 'overflow') this.drop(id);
+      if (r === 'closed' || r === 'overflow') this.drop(d);
     }
   }
 
   private onRetry(id: string): void {
-    const d = this.devices.get(id);
+    const d = this.find(id);
     if (d === undefined) return;
     d.timer = null;
+    if (d.pending === null) return;
     const now = this.deps.clock.now();
     const { deliveryRetryMs, deliveryMaxRetries } = this.deps;
     for (const e of d.pending.due(now)) {
       if (e.attempts > deliveryMaxRetries) {
-        this.disconnect(id, 'max_retries');
+        this.disconnect(d, 'max_retries');
         return;
       }
       deliveryMetrics.retries.inc();
       deliveryMetrics.pushed.inc();
       const r = this.deps.router.push(d.session, e.frame);
       if (r === 'closed' || r === 'overflow') {
-        this.drop(id);
+        this.drop(d);
         return;
       }
       e.dueAt = now + deliveryRetryMs * 2 ** e.attempts;
       e.attempts++;
     }
-    this.arm(id, d);
+    this.arm(d);
   }
 
   /** Keeps one timer per device, at its earliest due delivery. */
-  private arm(id: string, d: Device): void {
-    const at = d.pending.nextDue();
+  private arm(d: Device): void {
+    const at = d.pending?.nextDue() ?? null;
     if (at === null) {
       if (d.timer !== null) this.deps.clock.clearTimer(d.timer);
       d.timer = null;
@@ -195,24 +250,26 @@ export class UserActor implements Actor<UserMsg> {
     if (d.timer !== null && d.timerAt <= at) return;
     if (d.timer !== null) this.deps.clock.clearTimer(d.timer);
     d.timerAt = at;
+    const id = d.id;
     d.timer = this.deps.clock.setTimer(Math.max(0, at - this.deps.clock.now()), () => this.ctx.self({ t: 'retry', device: id }));
   }
 
   /** Closes the device's session with 4001: it reconnects and syncs from its cursor. */
-  private disconnect(id: string, reason: 'max_retries' | 'too_many_pending' | 'overloaded'): void {
-    const d = this.devices.get(id);
-    if (d === undefined) return;
+  private disconnect(d: Device, reason: 'max_retries' | 'too_many_pending' | 'overloaded'): void {
+    if (!this.devices.includes(d)) return;
     deliveryMetrics.gaveUp.inc({ reason });
     this.deps.log.info({ reason }, 'disconnecting a device to resync');
     this.deps.router.close(d.session, CLOSE.slowConsumer, CLOSE_REASONS[CLOSE.slowConsumer]);
-    this.drop(id);
+    this.drop(d);
   }
 
-  private drop(id: string): void {
-    const d = this.devices.get(id);
-    if (d === undefined) return;
+  private drop(d: Device): void {
+    const i = this.devices.indexOf(d);
+    if (i < 0) return;
     if (d.timer !== null) this.deps.clock.clearTimer(d.timer);
-    d.pending.clear();
-    this.devices.delete(id);
+    d.timer = null;
+    d.pending?.clear();
+    d.pending = null;
+    this.devices.splice(i, 1);
   }
 }

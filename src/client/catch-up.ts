@@ -158,7 +158,9 @@ export class CatchUp {
         }
         for (const entry of page.msgs) this.#d.feed(conv, undefined, entry, 'history');
         const still = r.missing(conv);
-        if (still === undefined || still.before < m.before) continue; // filled, or progress: go on
+        // Filled, or progress: the page filled the gap's upper part (`before` moved down) or all of
+        // it (`have` moved up, possibly to a later gap): go on.
+        if (still === undefined || still.before < m.before || still.have > m.have) continue;
         // No message of the range came back. `expired`: the range was deleted by retention, an
         // authoritative gap. Otherwise the server contradicts itself; report and stop retrying.
         if (page.expired) r.expire(conv, still.before);

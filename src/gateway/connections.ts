@@ -2,7 +2,7 @@ import type { ConnectionSink, PushResult, SessionRef } from '../actors/session.j
 import { errorFrame, type ServerFrame } from '../protocol/client-frames.js';
 import { encodeServerFrame } from '../protocol/codec.js';
 import { CLOSE, CLOSE_REASONS, type CloseCode, type ErrorCode } from '../protocol/codes.js';
-import type { FrameRateLimiter, WindowCounter } from './limits.js';
+import type { ProtocolErrorFields, RateFields } from './limits.js';
 import { gatewayMetrics } from './metrics.js';
 
 /**
@@ -15,8 +15,12 @@ import { gatewayMetrics } from './metrics.js';
  * resyncs from its cursors when it reconnects.
  */
 
-/** Per-connection state, stored as the uWS socket's user data (a few fields: there are many). */
-export interface ConnState {
+/**
+ * Per-connection state, stored as the uWS socket's user data. A node holds hundreds of thousands, so
+ * it is one flat object of small fields: the rate and protocol-error counters are fields here
+ * (limits.ts), not objects of their own; the limits themselves are shared per shard.
+ */
+export interface ConnState extends RateFields, ProtocolErrorFields {
   /** The authenticated session; null until the token is verified (and forever on a refused socket). */
   session: SessionRef | null;
   /** Why the connection is refused: sent as an error frame, then the socket closes with `close`. */
@@ -31,8 +35,6 @@ export interface ConnState {
   expiresAtMs: number;
   /** Set once the gateway decided to close or the socket closed: later frames and pushes are ignored. */
   ending: boolean;
-  limiter: FrameRateLimiter | null;
-  protocolErrors: WindowCounter | null;
   /** Last time anything arrived (a frame or a pong), ms; the idle sweep pings, then closes with 4002. */
   lastSeenMs: number;
   /** A ping was sent since lastSeenMs. */
@@ -48,6 +50,7 @@ export function isAnswer(frame: ServerFrame): boolean {
     case 'synced':
     case 'history.page':
     case 'pong':
+    case 'presence.state':
       return true;
     case 'error':
       return frame.id !== undefined;

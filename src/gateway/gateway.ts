@@ -35,6 +35,8 @@ export interface GatewayOptions {
   metricsText: () => Promise<string>;
   /** True while the store is open; /readyz also needs the gateway to be accepting. */
   storeReady: () => boolean;
+  /** Mounts further HTTP routes (media, prekeys: src/http-features.ts) on the shard's app. */
+  mountRoutes?: (app: UwsApp) => void;
   log: Logger;
   now?: () => number;
 }
@@ -104,6 +106,7 @@ export function createGateway(o: GatewayOptions): Gateway {
     table.idle(t, idleTimeoutMs);
   }, Math.min(EXPIRY_SWEEP_MS, idleTimeoutMs / 4));
   expirySweep.unref();
+  o.mountRoutes?.(app);
   mountHttp(app, { metricsText: o.metricsText, ready: () => accepting && o.storeReady(), log: o.log });
 
   return {

@@ -9,6 +9,7 @@ import type { UwsApp } from './uws.js';
  * - `GET /readyz`: 200 when the store is open and the shard accepts connections, 503 while starting
  *   or draining (readiness: a load balancer stops sending new clients).
  * - `GET /metrics`: Prometheus text of all threads of the node, merged by the main thread.
+ * - media and prekey routes, mounted by the shard before these (src/http-features.ts, docs/HTTP.md).
  * - anything else: 404 with a short message; `GET /ws` without an upgrade: 426.
  */
 export interface HttpDeps {
@@ -58,7 +59,7 @@ export function mountHttp(app: UwsApp, d: HttpDeps): void {
       res
         .writeStatus('404 Not Found')
         .writeHeader('Content-Type', TEXT)
-        .end(`no such endpoint: ${method.toUpperCase()} ${url.slice(0, 100)}; try /ws (WebSocket), /healthz, /readyz or /metrics\n`),
+        .end(`no such endpoint: ${method.toUpperCase()} ${url.slice(0, 100)}; try /ws (WebSocket), /healthz, /readyz, /metrics, /media or /keys (docs/HTTP.md)\n`),
     );
   });
 }

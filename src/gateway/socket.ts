@@ -9,7 +9,7 @@ import { decodeClientFrame } from '../protocol/codec.js';
 import { CLOSE, PROTOCOL_ERROR_LIMIT, PROTOCOL_ERROR_WINDOW_S, type CloseCode, type ErrorCode } from '../protocol/codes.js';
 import { parseHandshake } from '../protocol/handshake.js';
 import { refuse, sendFrame, type ConnectionTable, type ConnState } from './connections.js';
-import { FrameRateLimiter, WindowCounter } from './limits.js';
+import { hitWindow, rateSpec, takeFrame } from './limits.js';
 import { closeLabel, gatewayMetrics, type ConnectionResult } from './metrics.js';
 import type { Uws } from './uws.js';
 
@@ -87,6 +87,8 @@ export interface SocketBehavior extends uWS.WebSocketBehavior<ConnState> {
 export function socketBehavior(d: SocketDeps): SocketBehavior {
   const cfg = d.config;
   const limits = { maxFrameBytes: cfg.maxFrameBytes, maxBodyBytes: cfg.maxBodyBytes };
+  // One rate spec per shard; each connection keeps only its counters (ConnState).
+  const rate = rateSpec(cfg.framesPerSecond, cfg.framesPerSecond * 2);
   const unauthenticated = new Set<uWS.WebSocket<ConnState>>();
 
   const counted = (result: ConnectionResult, startedMs: number): void => {
@@ -111,8 +113,9 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
     const session = d.newSession(outcome.user, outcome.device);
     s.session = session;
     s.expiresAtMs = (outcome.exp + d.clockToleranceS) * 1000;
-    s.limiter = new FrameRateLimiter(cfg.framesPerSecond, cfg.framesPerSecond * 2, nowMs);
-    s.protocolErrors = new WindowCounter(PROTOCOL_ERROR_LIMIT, PROTOCOL_ERROR_WINDOW_S * 1000, nowMs);
+    s.rateTatMs = nowMs;
+    s.rateWindowMs = nowMs;
+    s.protoWindowMs = nowMs;
     d.table.add(session.connId, ws);
     gatewayMetrics.connections.inc();
     sendFrame(ws, d.hello(session.user, session.device), cfg.maxBackpressureBytes);
@@ -152,8 +155,11 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
         startedMs,
         expiresAtMs: 0,
         ending: false,
-        limiter: null,
-        protocolErrors: null,
+        rateTatMs: 0,
+        rateRejected: 0,
+        rateWindowMs: 0,
+        protoErrors: 0,
+        protoWindowMs: 0,
         lastSeenMs: startedMs,
         pinged: false,
         inflight: 0,
@@ -229,7 +235,7 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
       rejected('too_large');
       return refuse(ws, CLOSE.frameTooLarge, 'frame_too_large', `frame of ${message.byteLength} bytes exceeds ${cfg.maxFrameBytes}`);
     }
-    const verdict = s.limiter!.take(d.now());
+    const verdict = takeFrame(s, rate, d.now());
     // The codec copies what it keeps (bodies): uWS reuses `message` after the handler returns.
     const decoded = decodeClientFrame(new Uint8Array(message), limits);
     if (verdict !== 'ok') {
@@ -242,7 +248,7 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
       gatewayMetrics.framesIn.inc({ type: 'invalid' });
       if (decoded.code === 'bad_frame') return refuse(ws, CLOSE.protocolViolation, 'bad_frame', decoded.msg, decoded.id);
       if (decoded.code === 'frame_too_large') return refuse(ws, CLOSE.frameTooLarge, 'frame_too_large', decoded.msg, decoded.id);
-      if (decoded.code !== 'body_too_large' && s.protocolErrors!.hit(d.now())) {
+      if (decoded.code !== 'body_too_large' && hitWindow(s, PROTOCOL_ERROR_LIMIT, PROTOCOL_ERROR_WINDOW_S * 1000, d.now())) {
         return refuse(ws, CLOSE.protocolViolation, decoded.code, `${decoded.msg} (over ${PROTOCOL_ERROR_LIMIT} protocol errors)`, decoded.id);
       }
       return sendError(ws, decoded.code, decoded.msg, decoded.id, decoded.field);

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge } from 'prom-client';
 import { registry } from './registry.js';
-import { startEventLoopLag } from './threads.js';
+import { startThreadMetrics } from './threads.js';
 
 /**
  * Metrics of the main thread: default process metrics (CPU, memory, handles, GC) and the
@@ -11,7 +11,7 @@ let shardsUp: () => number = () => 0;
 
 function create() {
   collectDefaultMetrics({ register: registry });
-  startEventLoopLag('main');
+  startThreadMetrics('main');
   return {
     shardRestarts: new Counter({
       name: 'ticks_node_shard_restarts_total',

@@ -31,6 +31,11 @@ export const MAX_SYNC_CURSORS = 4096;
  * constant rather than a config key: it bounds per-connection server memory, not a deployment choice.
  */
 export const MAX_INFLIGHT_REQUESTS = 64;
+/**
+ * Most users plus conversations in one `presence.sub` or `presence.unsub`. What a connection may
+ * watch in all is cluster.presenceCap (exceeding it answers too_many_watches).
+ */
+export const MAX_PRESENCE_TARGETS = 256;
 
 export type ConversationKind = 'direct' | 'group' | 'channel';
 export type ReceiptKind = 'delivered' | 'read';
@@ -88,7 +93,36 @@ export interface PingFrame {
   id: number;
 }
 
-export type ClientFrame = SendFrame | DackFrame | ReadFrame | SyncFrame | HistoryFrame | PingFrame;
+/**
+ * Watch the presence (online, last seen) of `users` and the typing indicators of `convs`, the chats
+ * open on this device (subscribe-on-open). Answered by `presence.state` with the users' current
+ * presence; later changes arrive as `presence` and `typing.event` frames while the connection lives.
+ * Idempotent; the watches of a connection end with it.
+ */
+export interface PresenceSubFrame {
+  t: 'presence.sub';
+  id: number;
+  users?: string[];
+  convs?: string[];
+}
+
+/** Stop watching (a chat was closed). No answer; unknown targets are ignored. */
+export interface PresenceUnsubFrame {
+  t: 'presence.unsub';
+  users?: string[];
+  convs?: string[];
+}
+
+/** This device's user is typing (or paused) in `conv`. Never stored; no answer. */
+export interface TypingFrame {
+  t: 'typing';
+  conv: string;
+  state: TypingState;
+}
+
+export type TypingState = 'typing' | 'paused';
+
+export type ClientFrame = SendFrame | DackFrame | ReadFrame | SyncFrame | HistoryFrame | PingFrame | PresenceSubFrame | PresenceUnsubFrame | TypingFrame;
 export type ClientFrameType = ClientFrame['t'];
 export type ClientFrameOf<K extends ClientFrameType> = Extract<ClientFrame, { t: K }>;
 
@@ -210,6 +244,34 @@ export interface PongFrame {
   id: number;
 }
 
+/** A user's presence: online now, and last seen (server ms; null when never seen). */
+export interface PresenceEntry {
+  user: string;
+  online: boolean;
+  lastSeen: number | null;
+}
+
+/** Answer to `presence.sub`: the current presence of the users it named (in request order). */
+export interface PresenceStateFrame {
+  t: 'presence.state';
+  id: number;
+  users: PresenceEntry[];
+}
+
+/** A watched user came online or went offline (`lastSeen` is the server time of the change). */
+export interface PresenceEventFrame extends PresenceEntry {
+  t: 'presence';
+}
+
+/** Another member's device is typing (or paused) in a watched conversation. */
+export interface TypingEventFrame {
+  t: 'typing.event';
+  conv: string;
+  user: string;
+  device: string;
+  state: TypingState;
+}
+
 export interface ErrorFrame {
   t: 'error';
   /** The request id this answers, when the failed frame had one. */
@@ -231,6 +293,9 @@ export type ServerFrame =
   | SyncedFrame
   | HistoryPageFrame
   | PongFrame
+  | PresenceStateFrame
+  | PresenceEventFrame
+  | TypingEventFrame
   | ErrorFrame;
 export type ServerFrameType = ServerFrame['t'];
 export type ServerFrameOf<K extends ServerFrameType> = Extract<ServerFrame, { t: K }>;
@@ -250,6 +315,9 @@ const conversationId = z.string({ error: 'expected a conversation id' }).refine(
 const userId = z.string({ error: 'expected a user id' }).refine(isUserId, { error: 'expected a user id' });
 const clientMsgId = z.string({ error: 'expected a string' }).regex(CLIENT_MSG_ID_PATTERN, { error: 'expected 1 to 64 printable ASCII characters' });
 const pageLimit = uint.min(1, { error: 'expected at least 1' }).max(MAX_PAGE_LIMIT, { error: `expected at most ${MAX_PAGE_LIMIT}` });
+
+const presenceUsers = z.array(userId).max(MAX_PRESENCE_TARGETS, { error: `at most ${MAX_PRESENCE_TARGETS} users` });
+const presenceConvs = z.array(conversationId).max(MAX_PRESENCE_TARGETS, { error: `at most ${MAX_PRESENCE_TARGETS} conversations` });
 
 /** Marks the issue that becomes `body_too_large` instead of `invalid_field`. */
 export const BODY_TOO_LARGE_PARAM = 'body_too_large';
@@ -299,6 +367,9 @@ export function createClientFrameSchemas(maxBodyBytes: number): ClientFrameSchem
       limit: pageLimit,
     }),
     ping: z.strictObject({ t: z.literal('ping'), id: uint }),
+    'presence.sub': z.strictObject({ t: z.literal('presence.sub'), id: uint, users: presenceUsers.optional(), convs: presenceConvs.optional() }),
+    'presence.unsub': z.strictObject({ t: z.literal('presence.unsub'), users: presenceUsers.optional(), convs: presenceConvs.optional() }),
+    typing: z.strictObject({ t: z.literal('typing'), conv: conversationId, state: z.enum(['typing', 'paused']) }),
   };
 }
 
@@ -377,6 +448,13 @@ export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<
     expired: z.boolean(),
   }),
   pong: z.object({ t: z.literal('pong'), id: num }),
+  'presence.state': z.object({
+    t: z.literal('presence.state'),
+    id: num,
+    users: z.array(z.object({ user: str, online: z.boolean(), lastSeen: num.nullable() })),
+  }),
+  presence: z.object({ t: z.literal('presence'), user: str, online: z.boolean(), lastSeen: num.nullable() }),
+  'typing.event': z.object({ t: z.literal('typing.event'), conv: str, user: str, device: str, state: z.enum(['typing', 'paused']) }),
   error: z.object({
     t: z.literal('error'),
     id: optional(num),

@@ -106,6 +106,11 @@ export const ERROR_CODES = {
   forbidden: { retry: false, description: "The user's role does not allow this (for example a reader sending to a channel)." },
   store_unavailable: { retry: true, description: 'Storage did not answer in time; the request may or may not have taken effect. Retry (sends are idempotent).' },
   internal: { retry: true, description: 'Unexpected server error; retry with backoff.' },
+  cluster_unavailable: {
+    retry: true,
+    description: "The conversation is moving between nodes (drain, crash takeover), its owner did not answer within cluster.sendTimeoutMs, or the cluster's Redis could not be reached; the request may or may not have taken effect. Retry after a backoff (sends are idempotent).",
+  },
+  too_many_watches: { retry: false, description: 'A presence.sub would watch more than cluster.presenceCap users and conversations on this connection; nothing changed.' },
   shutting_down: { retry: true, description: 'The node is draining and refuses new work; it closes with 4000. Retry after reconnecting.' },
   unsupported_version: { retry: false, description: 'The requested protocol version is not supported; sent before close 4504.' },
   unauthorized: { retry: false, description: 'The token is missing, invalid or expired; sent before close 4500, 4501 or 4506.' },

@@ -8,7 +8,7 @@ export function createStore(cfg: StoreConfig): Store {
   const common = { bucketSize: cfg.bucketSize, idempotencyTtlMs: cfg.idempotencyTtlMs };
   switch (cfg.engine) {
     case 'embedded':
-      return new EmbeddedStore({ ...common, path: cfg.embedded.path });
+      return new EmbeddedStore({ ...common, path: cfg.embedded.path, groupCommit: cfg.embedded.groupCommit });
     case 'scylla': {
       const s = cfg.scylla;
       return new ScyllaStore({

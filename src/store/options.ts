@@ -11,6 +11,11 @@ export interface StoreCommonOptions {
 export interface EmbeddedStoreOptions extends StoreCommonOptions {
   /** Directory of the lmdb environment; created when missing. */
   path: string;
+  /**
+   * `engine` (default): appends of all conversations share engine-wide group commits (one
+   * transaction and fsync for many conversations). `writer`: group commit per conversation writer.
+   */
+  groupCommit?: 'engine' | 'writer';
 }
 
 export type Consistency = 'one' | 'two' | 'three' | 'quorum' | 'all' | 'localQuorum' | 'eachQuorum' | 'localOne';

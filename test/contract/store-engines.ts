@@ -15,17 +15,20 @@ export const TEST_BUCKET_SIZE = 4;
 
 export interface StoreFactory {
   name: 'embedded' | 'scylla';
+  /** Shown in test names: the engine plus any variant (embedded's groupCommit mode). */
+  label: string;
   create(): Store;
   /** Removes what the factory created (temp directory; keyspaces are left for inspection). */
   cleanup(): void;
 }
 
-export function embeddedFactory(): StoreFactory {
+export function embeddedFactory(groupCommit: 'engine' | 'writer' = 'engine'): StoreFactory {
   const dir = mkdtempSync(join(tmpdir(), 'ticks-store-'));
   return {
     name: 'embedded',
+    label: groupCommit === 'engine' ? 'embedded' : `embedded (groupCommit=${groupCommit})`,
     create: () =>
-      new EmbeddedStore({ path: join(dir, 'db'), bucketSize: TEST_BUCKET_SIZE, idempotencyTtlMs: 3_600_000 }),
+      new EmbeddedStore({ path: join(dir, 'db'), bucketSize: TEST_BUCKET_SIZE, idempotencyTtlMs: 3_600_000, groupCommit }),
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }
@@ -35,6 +38,7 @@ export function scyllaFactory(suffix: string): StoreFactory {
   const keyspace = uniqueKeyspace(suffix);
   return {
     name: 'scylla',
+    label: 'scylla',
     create: () =>
       new ScyllaStore({
         contactPoints: cassandra.contactPoints,
@@ -53,7 +57,10 @@ export function scyllaFactory(suffix: string): StoreFactory {
   };
 }
 
-/** Every engine, always including Cassandra: a missing Cassandra fails the suite loudly. */
+/**
+ * Every engine, always including Cassandra: a missing Cassandra fails the suite loudly. The embedded
+ * engine runs in both group-commit modes (engine-wide, the default, and per writer).
+ */
 export function allFactories(suffix: string): StoreFactory[] {
-  return [embeddedFactory(), scyllaFactory(suffix)];
+  return [embeddedFactory(), embeddedFactory('writer'), scyllaFactory(suffix)];
 }

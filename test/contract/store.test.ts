@@ -63,7 +63,7 @@ async function rejectsWithCode(t: Test, p: Promise<unknown>, code: string, msg: 
 }
 
 function contract(factory: StoreFactory) {
-  t.test(`store contract: ${factory.name}`, async (t) => {
+  t.test(`store contract: ${factory.label}`, async (t) => {
     const store = factory.create();
     await store.open();
     t.teardown(async () => {
@@ -256,6 +256,40 @@ function contract(factory: StoreFactory) {
       t.equal(stored.length, acked.size, 'nothing stored that was not acked');
     });
 
+    t.test('concurrent appends of many conversations: a fenced one fails alone, the others commit', async (t) => {
+      // On embedded these land in shared engine-wide group commits; the guarantees stay per conversation.
+      const ids = await Promise.all(Array.from({ length: 12 }, (_, i) => newConversation(store, `many${i}`)));
+      const writers = await Promise.all(ids.map((id) => store.openWriter(id, 1)));
+      const before = await Promise.all(writers.map((w, i) => w.append([draft(i)])));
+      const staleIdx = 3;
+      const conflictIdx = 7;
+      await store.openWriter(ids[staleIdx]!, 2); // fences writers[staleIdx]
+      const twin = await store.openWriter(ids[conflictIdx]!, 1); // same epoch: a restarted activation
+      await twin.append([draft(900)]); // takes seq 2 behind writers[conflictIdx]'s back
+      const outcomes = await Promise.allSettled(writers.map((w, i) => w.append([draft(100 + i), draft(200 + i)])));
+      for (let i = 0; i < ids.length; i++) {
+        const o = outcomes[i]!;
+        const stored = await readAll(store, ids[i]!);
+        if (i === staleIdx || i === conflictIdx) {
+          const code = i === staleIdx ? 'store.stale_epoch' : 'store.conflict';
+          t.equal(o.status, 'rejected', `conversation ${i} is rejected`);
+          t.equal(o.status === 'rejected' ? (o.reason as StoreError).code : null, code, `conversation ${i}: ${code}`);
+          const expected = [before[i]![0]!.messageId, ...(i === conflictIdx ? [stored[1]?.messageId] : [])];
+          t.same(stored.map((m) => m.messageId), expected, `conversation ${i}: nothing of the failed batch is visible`);
+          await rejectsWithCode(t, writers[i]!.append([draft(300 + i)]), code, `conversation ${i}: the writer stays closed`);
+        } else {
+          t.equal(o.status, 'fulfilled', `conversation ${i} commits`);
+          const res = o.status === 'fulfilled' ? o.value : [];
+          t.same(res.map((r) => r.seq), [2, 3], `conversation ${i}: dense seqs after the first message`);
+          t.same(stored.map((m) => m.messageId), [before[i]![0]!.messageId, ...res.map((r) => r.messageId)], `conversation ${i}: stored as acked`);
+          t.equal(writers[i]!.head, 3, `conversation ${i}: writer head`);
+        }
+      }
+      const heads = new Map((await store.listUserConversations('alice')).map((c) => [c.conversationId, c.head]));
+      t.equal(heads.get(ids[0]!), 3, 'the user list shows the new head of a committed conversation');
+      t.equal(heads.get(ids[staleIdx]!), 1, 'and the unchanged head of the fenced one');
+    });
+
     t.test('pages forward and backward across bucket boundaries', async (t) => {
       const id = await newConversation(store, 'paging');
       const w = await store.openWriter(id, 1);
@@ -394,7 +428,7 @@ function contract(factory: StoreFactory) {
     });
   });
 
-  t.test(`a closed store rejects with store.unavailable: ${factory.name}`, async (t) => {
+  t.test(`a closed store rejects with store.unavailable: ${factory.label}`, async (t) => {
     const s = factory.create();
     await s.open();
     await s.close();

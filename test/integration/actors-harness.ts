@@ -136,7 +136,7 @@ export class World {
   constructor(
     shardCount = 2,
     config: Partial<ActorsConfig> = {},
-    extra: Pick<Partial<ShardActorsOptions>, 'maxPendingPerDevice' | 'maxConcurrentReads' | 'attachTimeoutMs'> = {},
+    extra: Pick<Partial<ShardActorsOptions>, 'maxPendingPerDevice' | 'maxConcurrentReads' | 'attachTimeoutMs' | 'wake'> = {},
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'ticks-actors-'));
     this.raw = new EmbeddedStore({ path: join(this.dir, 'db'), bucketSize: 4, idempotencyTtlMs: 3_600_000 });

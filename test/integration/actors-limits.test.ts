@@ -1,6 +1,8 @@
 import t from 'tap';
 import { encodeThreadFrame } from '../../src/actors/thread-frames.js';
+import { shardOf } from '../../src/actors/address.js';
 import { CLOSE } from '../../src/protocol/codes.js';
+import { directConversationId } from '../../src/protocol/ids.js';
 import { bytes, settle, until, World } from './actors-harness.js';
 
 const CONV = 'd:alice:bob';
@@ -84,6 +86,59 @@ t.test('when a shard restarts, sessions of the users it hosted are closed to res
   t.equal(bob.closed, null);
 });
 
+/**
+ * Two users whose actors live on shard 0 and whose direct conversation lives on shard 1, with 3 shards
+ * (with 2, FNV-1a's parity makes that placement impossible).
+ */
+function readPlacement(): { a: string; b: string; conv: string } {
+  for (let i = 0; i < 1000; i++) {
+    const a = `ra${i}`;
+    const b = `rb${i}`;
+    const conv = directConversationId(a, b);
+    if (shardOf(a, 3) === 0 && shardOf(b, 3) === 0 && shardOf(conv, 3) === 1) return { a, b, conv };
+  }
+  throw new Error('no placement found');
+}
+
+t.test('a read lost with a crashed conversation shard closes the session with 4005 (the client reads again)', async (t) => {
+  const w = await new World(3).open();
+  t.teardown(() => w.close());
+  const { a, b, conv } = readPlacement();
+  const sender = w.device(a, 'phone', 0).connect();
+  const reader = w.device(b, 'phone', 0).connect();
+  await settle();
+  sender.send({ t: 'send', id: 1, to: b, cmid: 'c1', body: bytes('x') });
+  await until(() => reader.msgs(conv).length === 1, 'delivered');
+  w.net.cut.add(1); // shard 1, home of the conversation, dies: the read never arrives
+  reader.send({ t: 'read', conv, seq: 1 });
+  await settle();
+  t.equal(reader.closed, null, 'nothing answers the read meanwhile');
+  w.net.cut.delete(1);
+  w.shards[0]!.shardRestarted(1);
+  t.equal(reader.closed?.code, CLOSE.shardRestarting, 'the reader is told to reconnect');
+  t.equal(sender.closed, null, 'a session with nothing in flight on shard 1 stays open');
+});
+
+t.test('a confirmed read keeps its session open across a restart of the conversation shard', async (t) => {
+  const w = await new World(3).open();
+  t.teardown(() => w.close());
+  const { a, b, conv } = readPlacement();
+  const sender = w.device(a, 'phone', 0).connect();
+  const reader = w.device(b, 'phone', 0).connect();
+  const other = w.device(b, 'laptop', 0).connect();
+  await settle();
+  sender.send({ t: 'send', id: 1, to: b, cmid: 'c1', body: bytes('x') });
+  await until(() => reader.msgs(conv).length === 1, 'delivered');
+  reader.send({ t: 'read', conv, seq: 1 });
+  await until(() => sender.of('receipt').some((r) => r.kind === 'read'), 'the read receipt reached the sender');
+  await settle();
+  t.same(reader.of('receipt'), [], 'the confirmation is not sent to the reading device');
+  t.match(other.of('receipt'), [{ t: 'receipt', conv, kind: 'read', user: b, seq: 1 }], "the reader's other device hears of the read");
+  t.notOk('device' in other.of('receipt')[0]!, 'a read receipt names no device');
+  w.shards[0]!.shardRestarted(1);
+  t.equal(reader.closed, null, 'its read was confirmed: nothing was lost on shard 1');
+});
+
 t.test('sync rounds on one shard run at most maxConcurrentReads at once', async (t) => {
   const w = await new World(2, {}, { maxConcurrentReads: 1 }).open();
   t.teardown(() => w.close());
@@ -92,16 +147,22 @@ t.test('sync rounds on one shard run at most maxConcurrentReads at once', async 
   await settle();
   alice.send({ t: 'send', id: 1, to: 'bob', cmid: 'c', body: bytes('x') });
   await until(() => alice.of('sent').length === 1, 'sent');
+  // Reads inside the limited part: a sync round reads the user's read cursors, a history page reads
+  // backwards. (The device's cursors and conversation list are read before the round takes its
+  // slot, while it may wait for an offline-flush permit.)
   let active = 0;
   let peak = 0;
-  const real = w.raw.listUserConversations.bind(w.raw);
-  w.raw.listUserConversations = async (u: string) => {
+  const slow = <A extends unknown[], R>(fn: (...a: A) => Promise<R>) => async (...a: A): Promise<R> => {
     peak = Math.max(peak, ++active);
     await new Promise((r) => setTimeout(r, 20));
-    const out = await real(u);
-    active--;
-    return out;
+    try {
+      return await fn(...a);
+    } finally {
+      active--;
+    }
   };
+  w.raw.getRead = slow(w.raw.getRead.bind(w.raw));
+  w.raw.readBackward = slow(w.raw.readBackward.bind(w.raw));
   alice.send({ t: 'sync', id: 2 });
   bob.send({ t: 'sync', id: 3 });
   alice.send({ t: 'history', id: 4, conv: CONV, limit: 5 });

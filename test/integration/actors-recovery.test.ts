@@ -198,3 +198,19 @@ t.test('drain refuses new sends, finishes the commit in flight and flushes curso
   t.same(await w.store.getDelivered('bob', 'phone'), [{ conversationId: CONV, seq: 1 }], 'cursors flushed without waiting for the tick');
   t.equal(shard0.stats().actors.conv + shard0.stats().actors.user, 0, 'every actor ended');
 });
+
+t.test('a direct conversation left without a member by a cut-off creation is repaired on activation', async (t) => {
+  const w = await new World(2).open();
+  t.teardown(() => w.close());
+  // What a node killed between the conversation row and its member rows leaves behind.
+  await w.store.createConversation({ id: CONV, kind: 'direct', createdBy: 'alice', createdAtMs: 1_000, members: [{ userId: 'alice', role: 'member' }] });
+  t.same((await w.store.listMembers(CONV)).map((m) => m.userId), ['alice'], 'bob is missing before');
+  const bobPhone = w.device('bob', 'phone', 1).connect();
+  const alicePhone = w.device('alice', 'phone', 0).connect();
+  await settle();
+  await sendAll(bobPhone, ['from-bob']);
+  t.match(bobPhone.of('sent')[0], { conv: CONV, seq: 1 }, 'bob can send: he is a member again');
+  t.equal(bobPhone.of('error').length, 0, 'no not_member');
+  await until(() => alicePhone.msgs().length === 1, 'alice receives it');
+  t.same((await w.store.listMembers(CONV)).map((m) => m.userId).sort(), ['alice', 'bob'], 'the member row was written');
+});

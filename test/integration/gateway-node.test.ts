@@ -30,6 +30,10 @@ t.test('/metrics merges every thread: both shards and main, counters summed', as
   t.match(body, /^ticks_eventloop_lag_seconds\{thread="main"\} /m);
   t.match(body, /^ticks_eventloop_lag_seconds\{thread="0"\} /m);
   t.match(body, /^ticks_eventloop_lag_seconds\{thread="1"\} /m);
+  // Each thread's own V8 heap (the shards' heaps hold the connections), one series per thread.
+  const heaps = ['main', '0', '1'].map((th) => metric(body, new RegExp(`^ticks_thread_heap_used_bytes\\{thread="${th}"\\} (\\d+)$`, 'm')));
+  t.ok(heaps.every((b) => b > 1_000_000), `heap used per thread main/0/1: ${heaps.join(', ')} bytes`);
+  t.not(heaps[1], heaps[2], 'the shards report their own heaps, not one copied value');
   t.equal(metric(body, /^ticks_gateway_connections (\d+)$/m), 16, 'the gauge is the sum over shards');
   t.equal(metric(body, /^ticks_gateway_connections_total\{result="opened"\} (\d+)$/m), 16);
   t.equal(body.match(/^process_cpu_user_seconds_total /gm)?.length, 1, 'process metrics once (main thread only)');

@@ -163,6 +163,72 @@ t.test('drain waits for busy actors, ends every activation, then refuses work', 
   t.same(w.rejected, [['c1', 'work', 'shutting_down']]);
 });
 
+t.test('an idle actor with a dormant record sleeps as that record and wakes from it in order', async (t) => {
+  const clock = new ManualClock();
+  const host = new ActorHost<Msgs>({ mailboxCapacity: 100, turnBudget: 8, idlePassivateMs: 1000, clock, log: silentLog });
+  const seen: string[] = [];
+  let created = 0;
+  const deactivated: string[] = [];
+  // State: the values seen so far; it may sleep unless told to hold on ('busy' on).
+  class Counter implements Actor<Msg> {
+    readonly state: { values: string[] };
+    hold = false;
+    constructor(
+      private readonly ctx: ActorContext<Msg>,
+      record?: object,
+    ) {
+      created++;
+      this.state = (record as { values: string[] } | undefined) ?? { values: [] };
+    }
+    activate(): Promise<void> {
+      return Promise.resolve();
+    }
+    receive(m: Msg): void {
+      if (m.t === 'work') this.state.values.push(m.v);
+      if (m.t === 'busy') this.hold = m.on;
+      seen.push(`${this.ctx.key} ${m.t} [${this.state.values.join(',')}]`);
+    }
+    busy(): boolean {
+      return false;
+    }
+    canPassivate(): boolean {
+      return false;
+    }
+    deactivated(reason: string): void {
+      deactivated.push(reason);
+    }
+  }
+  host.define('user', {
+    create: (ctx, record) => new Counter(ctx, record),
+    dormant: (a) => ((a as Counter).hold ? null : (a as Counter).state),
+    lane: () => 'user',
+    reject: () => {},
+  });
+  host.tell('user', 'u1', { t: 'work', v: 'a' });
+  host.tell('user', 'u1', { t: 'work', v: 'b' });
+  await settle();
+  t.notOk(host.isActive('user', 'u1'), 'no activation while idle');
+  t.ok(host.isDormant('user', 'u1'), 'a dormant record instead');
+  t.equal(host.count('user'), 1, 'still hosted here');
+  host.tell('user', 'u1', { t: 'work', v: 'c' });
+  host.tell('user', 'u1', { t: 'work', v: 'd' });
+  await settle();
+  t.same(seen, ['u1 work [a]', 'u1 work [a,b]', 'u1 work [a,b,c]', 'u1 work [a,b,c,d]'], 'woken with its state; messages in order');
+  t.equal(created, 2, 'one activation, one wake-up');
+  t.same(deactivated, [], 'going dormant is not a deactivation');
+  host.tell('user', 'u1', { t: 'busy', on: true });
+  await settle();
+  t.ok(host.isActive('user', 'u1'), 'an actor whose dormant() is null stays active');
+  clock.advance(10_000);
+  t.ok(host.isActive('user', 'u1'), 'and is not passivated (canPassivate is false)');
+  host.tell('user', 'u1', { t: 'busy', on: false });
+  host.tell('user', 'u2', { t: 'work', v: 'x' });
+  await settle();
+  t.equal(host.dormantCount('user'), 2);
+  await host.drain();
+  t.equal(host.count('user'), 0, 'drain drops dormant records');
+});
+
 t.test('fnv1a32 matches the reference vectors and placement is stable', async (t) => {
   t.equal(fnv1a32(''), 0x811c9dc5);
   t.equal(fnv1a32('a'), 0xe40c292c);

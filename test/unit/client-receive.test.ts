@@ -94,6 +94,24 @@ t.test('a seq jump is repaired with history and emitted in order', async (t) => 
   await waitFor(() => messages.length === 5, 'seq 5');
 });
 
+t.test('two gaps: filling the first is progress, and the second is repaired too, with no error', async (t) => {
+  const { server, client, messages } = await setup(t);
+  const errors: unknown[] = [];
+  client.on('error', (e) => errors.push(e));
+  const synced = caughtUp(client);
+  await client.connect();
+  await synced;
+  const conn = server.conns[0]!;
+  for (let i = 1; i <= 7; i++) server.append('g:team', 'bob', 'b1', `m${i}`);
+  server.deliver(conn, 'g:team', 1);
+  server.deliver(conn, 'g:team', 3); // 2 lost
+  server.deliver(conn, 'g:team', 6); // 4 and 5 lost
+  await waitFor(() => messages.length === 6, 'both gaps filled');
+  t.same(messages.map((m) => m.seq), [1, 2, 3, 4, 5, 6], 'in order');
+  t.same(errors, [], 'no client.gap error: the first page made progress');
+  t.ok(server.framesOf('history').length >= 2, 'one history request per gap');
+});
+
 t.test('a gap that closes by itself is not repaired', async (t) => {
   const { server, client, messages } = await setup(t, { gapRepairDelayMs: 200 });
   const synced = caughtUp(client);

@@ -63,7 +63,7 @@ class FakeSocket implements SocketLike {
 
 const ref: SessionRef = { node: 'n', shard: 0, connId: 5, user: 'alice', device: 'phone' };
 const pong = { t: 'pong', id: 1 } as const;
-const state = (): ConnState => ({ session: { ...ref }, refusal: null, token: null, early: null, startedMs: 0, expiresAtMs: 0, ending: false, limiter: null, protocolErrors: null, lastSeenMs: 0, pinged: false, inflight: 0 });
+const state = (): ConnState => ({ session: { ...ref }, refusal: null, token: null, early: null, startedMs: 0, expiresAtMs: 0, ending: false, rateTatMs: 0, rateRejected: 0, rateWindowMs: 0, protoErrors: 0, protoWindowMs: 0, lastSeenMs: 0, pinged: false, inflight: 0 });
 
 t.test('push reports sent, buffered, and closes a slow consumer with 4001 on overflow', async (t) => {
   const table = new ConnectionTable(1000);

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import t from 'tap';
-import { mergeThreadMetrics, startEventLoopLag, threadMetrics } from '../../src/metrics/threads.js';
+import { mergeThreadMetrics, startThreadMetrics, threadMetrics } from '../../src/metrics/threads.js';
 
 function shardRegistry(opened: number, connections: number): Registry {
   const reg = new Registry();
@@ -30,7 +30,7 @@ t.test('a metric only one thread has passes through; distinct labels stay apart'
 
 t.test('the event-loop lag gauge is labelled with the thread and reads as seconds', async (t) => {
   const reg = new Registry();
-  startEventLoopLag('7', reg);
+  startThreadMetrics('7', reg);
   const until = Date.now() + 30;
   while (Date.now() < until); // block the loop
   await new Promise((r) => setTimeout(r, 30));
@@ -38,4 +38,12 @@ t.test('the event-loop lag gauge is labelled with the thread and reads as second
   const m = /^ticks_eventloop_lag_seconds\{thread="7"\} ([0-9.e-]+)$/m.exec(text);
   t.ok(m, 'gauge present');
   t.ok(Number(m![1]) > 0.005 && Number(m![1]) < 5, `p99 lag ${m![1]} s reflects the blocked loop`);
+  // The same call registers this thread's heap gauges, with the same label.
+  for (const name of ['ticks_thread_heap_used_bytes', 'ticks_thread_heap_total_bytes', 'ticks_thread_heap_limit_bytes', 'ticks_thread_external_memory_bytes']) {
+    const h = new RegExp(`^${name}\\{thread="7"\\} (\\d+)$`, 'm').exec(text);
+    t.ok(h && Number(h[1]) > 0, `${name}{thread="7"} is a positive byte count (${h?.[1]})`);
+  }
+  const used = Number(/^ticks_thread_heap_used_bytes\{thread="7"\} (\d+)$/m.exec(text)![1]);
+  const total = Number(/^ticks_thread_heap_total_bytes\{thread="7"\} (\d+)$/m.exec(text)![1]);
+  t.ok(used <= total, 'used heap is within the reserved heap');
 });

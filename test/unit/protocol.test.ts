@@ -3,6 +3,7 @@ import t from 'tap';
 import {
   CLIENT_FRAME_TYPES,
   errorFrame,
+  MAX_PRESENCE_TARGETS,
   MAX_SYNC_CURSORS,
   SERVER_FRAME_TYPES,
   type ClientFrame,
@@ -56,6 +57,12 @@ const clientFrames: ClientFrame[] = [
   { t: 'history', id: 5, conv: 'c:news', before: 100, limit: 50 },
   { t: 'history', id: 6, conv: 'c:news', limit: 1 },
   { t: 'ping', id: Number.MAX_SAFE_INTEGER },
+  { t: 'presence.sub', id: 7, users: ['bob', 'carol'], convs: ['d:alice:bob'] },
+  { t: 'presence.sub', id: 8, users: [] },
+  { t: 'presence.unsub', users: ['bob'] },
+  { t: 'presence.unsub', convs: ['g:team-42'] },
+  { t: 'typing', conv: 'd:alice:bob', state: 'typing' },
+  { t: 'typing', conv: 'g:team-42', state: 'paused' },
 ];
 
 const entry = { seq: 9, mid: '01J0000000000000000000000A', from: 'bob', fdev: 'phone', body: bytes(7, 7), ts: 1_760_000_000_123 };
@@ -79,6 +86,9 @@ const serverFrames: ServerFrame[] = [
   { t: 'history.page', id: 5, conv: 'g:x', msgs: [{ ...entry, seq: 2 }, { ...entry, seq: 1 }], next: null, expired: false },
   { t: 'history.page', id: 6, conv: 'g:x', msgs: [], next: 50, expired: true },
   { t: 'pong', id: 4 },
+  { t: 'presence.state', id: 7, users: [{ user: 'bob', online: true, lastSeen: entry.ts }, { user: 'carol', online: false, lastSeen: null }] },
+  { t: 'presence', user: 'bob', online: false, lastSeen: entry.ts },
+  { t: 'typing.event', conv: 'd:alice:bob', user: 'bob', device: 'phone', state: 'typing' },
   { t: 'error', id: 1, code: 'not_member', msg: 'not a member', retry: false },
   { t: 'error', code: 'invalid_field', msg: 'bad seq', retry: false, field: 'seq' },
 ];
@@ -154,8 +164,16 @@ t.test('anything that is not a msgpack map with a string t is bad_frame', async 
   t.match(decodeClientFrame(rich.pack({ id: 7 }), limits), { id: 7 }, 'the request id is kept when the frame has one');
 });
 
+t.test('presence frames are bounded and strict', async (t) => {
+  const many = Array.from({ length: MAX_PRESENCE_TARGETS + 1 }, (_, i) => `u${i}`);
+  t.match(decodeRaw({ t: 'presence.sub', id: 1, users: many }), { ok: false, code: 'invalid_field', field: 'users', id: 1 }, 'more users than MAX_PRESENCE_TARGETS');
+  t.match(decodeRaw({ t: 'presence.sub', id: 2, convs: ['not a conversation'] }), { ok: false, code: 'invalid_field', id: 2 });
+  t.match(decodeRaw({ t: 'typing', conv: 'd:alice:bob', state: 'shouting' }), { ok: false, code: 'invalid_field', field: 'state' });
+  t.match(decodeRaw({ t: 'typing', conv: 'd:alice:bob', state: 'typing', extra: 1 }), { ok: false, code: 'invalid_field' });
+});
+
 t.test('an unknown frame type is unknown_type and keeps the request id', async (t) => {
-  t.same(decodeRaw({ t: 'typing', id: 9 }), { ok: false, code: 'unknown_type', msg: 'unknown frame type "typing"', id: 9 });
+  t.same(decodeRaw({ t: 'typos', id: 9 }), { ok: false, code: 'unknown_type', msg: 'unknown frame type "typos"', id: 9 });
   for (const name of ['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'sent', 'msg', '']) {
     t.match(decodeRaw({ t: name, id: 1 }), { ok: false, code: 'unknown_type' }, `t = ${JSON.stringify(name)}`);
   }

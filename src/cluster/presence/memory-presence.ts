@@ -47,6 +47,9 @@ export class MemoryPresenceHub {
 }
 
 export class MemoryPresenceState implements PresenceState {
+  /** Node ids seen, so each online entry shares one string (calls over a port bring fresh copies). */
+  private readonly nodes = new Map<string, string>();
+
   constructor(
     private readonly hub: MemoryPresenceHub,
     private readonly lastSeenTtlMs: number = PRESENCE_DEFAULTS.lastSeenTtlMs,
@@ -55,7 +58,7 @@ export class MemoryPresenceState implements PresenceState {
   async setOnline(user: string, node: string, ttlMs: number, nowMs: number): Promise<boolean> {
     this.hub.sweep(nowMs);
     const prev = this.hub.online.get(user);
-    this.hub.online.set(user, { node, expiresAtMs: nowMs + ttlMs });
+    this.hub.online.set(user, { node: this.intern(node), expiresAtMs: nowMs + ttlMs });
     this.hub.seen.set(user, { ms: nowMs, expiresAtMs: nowMs + this.lastSeenTtlMs });
     return prev === undefined || prev.expiresAtMs <= nowMs;
   }
@@ -106,6 +109,13 @@ export class MemoryPresenceState implements PresenceState {
   }
 
   async close(): Promise<void> {}
+
+  private intern(node: string): string {
+    const known = this.nodes.get(node);
+    if (known !== undefined) return known;
+    if (this.nodes.size < 4096) this.nodes.set(node, node);
+    return node;
+  }
 }
 
 export interface MemoryPresenceOptions extends Omit<PresenceServiceOptions, 'state' | 'bus'> {

@@ -28,6 +28,7 @@ import * as log from './message-log.js';
 import { migrate } from './migrations.js';
 import { openTables, type EngineContext, type Tables } from './tables.js';
 import * as v from './validate.js';
+import { EngineCommitter } from './committer.js';
 import { openWriter, type WriterHost } from './writer.js';
 
 type State = 'new' | 'opening' | 'open' | 'closed';
@@ -41,6 +42,8 @@ export class EmbeddedStore implements Store {
   readonly engine = 'embedded' as const;
   private state: State = 'new';
   private ctx: EngineContext | null = null;
+  /** Engine-wide group commit (null in `writer` mode); lives as long as `ctx`. */
+  private committer: EngineCommitter | null = null;
   private opening: Promise<void> | null = null;
   private closing: Promise<void> | null = null;
   private readonly inflight = new Set<Promise<unknown>>();
@@ -56,6 +59,9 @@ export class EmbeddedStore implements Store {
     if (typeof opts.path !== 'string' || opts.path === '') throw new StoreError('store.invalid', 'store path must be a non-empty string');
     if (!Number.isSafeInteger(opts.bucketSize) || opts.bucketSize < 1) {
       throw new StoreError('store.invalid', `store bucketSize must be a positive integer, got ${String(opts.bucketSize)}`);
+    }
+    if (opts.groupCommit !== undefined && opts.groupCommit !== 'engine' && opts.groupCommit !== 'writer') {
+      throw new StoreError('store.invalid', `store groupCommit must be 'engine' or 'writer', got ${String(opts.groupCommit)}`);
     }
     if (!Number.isFinite(opts.idempotencyTtlMs) || opts.idempotencyTtlMs < 0) {
       throw new StoreError('store.invalid', `store idempotencyTtlMs must be a non-negative number, got ${String(opts.idempotencyTtlMs)}`);
@@ -90,6 +96,7 @@ export class EmbeddedStore implements Store {
       throw notOpen();
     }
     this.ctx = { tables, bucketSize: this.opts.bucketSize, idempotencyTtlMs: this.opts.idempotencyTtlMs, now: this.now };
+    this.committer = (this.opts.groupCommit ?? 'engine') === 'engine' ? new EngineCommitter(this.ctx) : null;
     this.state = 'open';
   }
 
@@ -106,6 +113,7 @@ export class EmbeddedStore implements Store {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     const ctx = this.ctx;
     this.ctx = null;
+    this.committer = null;
     if (ctx) {
       try {
         await ctx.tables.root.close();
@@ -200,7 +208,7 @@ export class EmbeddedStore implements Store {
 
   openWriter(conversationId: string, epoch: number): Promise<ConversationWriter> {
     return this.run('open_writer', (ctx) =>
-      openWriter(ctx, this.host, v.checkId('conversationId', conversationId), v.checkSeq('epoch', epoch)),
+      openWriter(ctx, this.host, v.checkId('conversationId', conversationId), v.checkSeq('epoch', epoch), this.committer),
     );
   }
 

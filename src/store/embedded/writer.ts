@@ -23,9 +23,9 @@ export interface WriterHost {
  * so it costs no extra commit and stays bounded: the table shrinks at up to this many per batch,
  * which outpaces growth (at most one record per appended message).
  */
-const SWEEP_PER_APPEND = 64;
+export const SWEEP_PER_APPEND = 64;
 
-type AppendOutcome =
+export type AppendOutcome =
   | { kind: 'ok'; results: AppendResult[]; head: number }
   | { kind: 'not_found' }
   | { kind: 'stale_epoch'; current: number }
@@ -34,31 +34,51 @@ type AppendOutcome =
 /** Most append calls committed together in one group; bounds the latency a group adds. */
 const MAX_CALLS_PER_GROUP = 256;
 
-interface PendingAppend {
+/**
+ * Which group commit the engine uses (store.embedded.groupCommit):
+ * - `engine` (default): appends of every conversation of the store share one queue (EngineCommitter,
+ *   committer.ts). All calls queued while one engine transaction is in flight go into the next one,
+ *   run in a single flat write transaction (one fsync for many conversations), with no child
+ *   transaction per call.
+ * - `writer`: group commit per writer (the earlier behaviour, kept for comparison): each call is its
+ *   own child transaction; lmdb-js still merges child transactions queued in one event turn into
+ *   one physical commit.
+ */
+export type GroupCommitMode = 'engine' | 'writer';
+
+/** What an engine-wide committer needs from a writer; see committer.ts. */
+export interface CommitQueue {
+  enqueue(call: QueuedAppend): void;
+}
+
+/** One append call waiting for a commit. */
+export interface QueuedAppend {
+  writer: EmbeddedWriter;
   ctx: EngineContext;
   drafts: MessageDraft[];
   resolve(results: AppendResult[]): void;
   reject(err: unknown): void;
 }
 
-type CallbackOutcome = AppendOutcome | { kind: 'closed'; err: StoreError };
+export type CallbackOutcome = AppendOutcome | { kind: 'closed'; err: StoreError };
 
 /**
- * Group commit per writer: at most one lmdb commit is in flight. Calls that arrive meanwhile wait and
- * then go to lmdb together; their transaction callbacks are queued in one event turn, so lmdb runs
- * them in call order inside one synced commit, each as its own child transaction (a batch that fails
- * is rolled back alone). A lone call therefore costs one fsync, and a burst costs one per group.
- * Because a group starts only after the previous one settled, a failed commit is known before any
- * later call picks its seqs.
+ * The writer of one conversation. With a CommitQueue (mode `engine`) its appends go to the store's
+ * engine-wide committer; without one it group-commits by itself: at most one lmdb commit is in flight
+ * per writer, calls that arrive meanwhile wait and then go to lmdb together; their transaction
+ * callbacks are queued in one event turn, so lmdb runs them in call order inside one synced commit,
+ * each as its own child transaction (a batch that fails is rolled back alone). A lone call therefore
+ * costs one fsync, and a burst costs one per group. Either way a group starts only after the previous
+ * one settled, so a failed commit is known before any later call picks its seqs.
  */
 export class EmbeddedWriter implements ConversationWriter {
   /** Head after every transaction callback run so far (committed or still committing). */
-  private headSeq: number;
+  headSeq: number;
   /** Highest seq whose commit resolved, or the head observed at open: what `head` reports. */
   private committedHead: number;
   /** Set once the writer is closed; every later call rejects with it. */
-  private failure: StoreError | null = null;
-  private readonly waiting: PendingAppend[] = [];
+  failure: StoreError | null = null;
+  private readonly waiting: QueuedAppend[] = [];
   private flushing = false;
 
   constructor(
@@ -66,6 +86,7 @@ export class EmbeddedWriter implements ConversationWriter {
     readonly conversationId: string,
     readonly epoch: number,
     head: number,
+    private readonly queue: CommitQueue | null = null,
   ) {
     this.headSeq = head;
     this.committedHead = head;
@@ -80,7 +101,9 @@ export class EmbeddedWriter implements ConversationWriter {
       checkDrafts(drafts);
       if (this.failure) throw this.failure;
       return new Promise<AppendResult[]>((resolve, reject) => {
-        this.waiting.push({ ctx, drafts, resolve, reject });
+        const call: QueuedAppend = { writer: this, ctx, drafts, resolve, reject };
+        if (this.queue !== null) return this.queue.enqueue(call);
+        this.waiting.push(call);
         if (!this.flushing) void this.flush();
       });
     });
@@ -99,43 +122,55 @@ export class EmbeddedWriter implements ConversationWriter {
   }
 
   /** Queues one call's transaction (synchronously, so a group shares a commit) and settles the call. */
-  private commit(call: PendingAppend): Promise<void> {
+  private commit(call: QueuedAppend): Promise<void> {
     const { ctx, drafts } = call;
     // Callbacks of one group run in order inside the same commit, so `headSeq` already includes the
     // seqs that earlier calls of the group assigned.
     let txn: Promise<CallbackOutcome>;
     try {
-      txn = ctx.tables.root.childTransaction((): CallbackOutcome => {
-        if (this.failure) return { kind: 'closed', err: this.failure };
-        const out = appendInTransaction(ctx, this.conversationId, this.epoch, this.headSeq, drafts, ctx.now());
-        if (out.kind === 'ok') this.headSeq = out.head;
-        else if (out.kind !== 'not_found') this.failure = this.fencingError(out);
-        return out;
-      });
+      txn = ctx.tables.root.childTransaction((): CallbackOutcome => this.applyInTransaction(ctx, drafts, ctx.now(), SWEEP_PER_APPEND));
     } catch (err) {
       txn = Promise.reject(err); // lmdb refused to queue it (environment closed underneath us)
     }
     return txn.then(
-      (out) => {
-        switch (out.kind) {
-          case 'ok':
-            this.committedHead = Math.max(this.committedHead, out.head);
-            return call.resolve(out.results);
-          case 'not_found':
-            return call.reject(new StoreError('store.not_found', `conversation ${this.conversationId} does not exist`));
-          case 'closed':
-            return call.reject(out.err);
-          case 'stale_epoch':
-          case 'conflict':
-            return call.reject(this.failure ?? this.fencingError(out));
-        }
-      },
-      (err: unknown) => {
-        // The commit (or the callback) failed: seqs this writer counted are not on disk, so it closes.
-        this.failure ??= wrapLmdbError(err);
-        call.reject(this.failure);
-      },
+      (out) => this.settle(call, out),
+      (err: unknown) => this.commitFailed(call, err),
     );
+  }
+
+  /**
+   * The call's work inside an open write transaction: checks the writer is still usable, appends,
+   * and moves `headSeq` (or closes the writer on fencing). Throws only what lmdb threw, before this
+   * writer's state changed.
+   */
+  applyInTransaction(ctx: EngineContext, drafts: MessageDraft[], now: number, sweep: number): CallbackOutcome {
+    if (this.failure) return { kind: 'closed', err: this.failure };
+    const out = appendInTransaction(ctx, this.conversationId, this.epoch, this.headSeq, drafts, now, sweep);
+    if (out.kind === 'ok') this.headSeq = out.head;
+    else if (out.kind !== 'not_found') this.failure = this.fencingError(out);
+    return out;
+  }
+
+  /** Answers a call once its transaction committed (durably) with `out`. */
+  settle(call: QueuedAppend, out: CallbackOutcome): void {
+    switch (out.kind) {
+      case 'ok':
+        this.committedHead = Math.max(this.committedHead, out.head);
+        return call.resolve(out.results);
+      case 'not_found':
+        return call.reject(new StoreError('store.not_found', `conversation ${this.conversationId} does not exist`));
+      case 'closed':
+        return call.reject(out.err);
+      case 'stale_epoch':
+      case 'conflict':
+        return call.reject(this.failure ?? this.fencingError(out));
+    }
+  }
+
+  /** The commit (or the call's callback) failed: seqs this writer counted are not on disk, so it closes. */
+  commitFailed(call: QueuedAppend, err: unknown): void {
+    this.failure ??= wrapLmdbError(err);
+    call.reject(this.failure);
   }
 
   private fencingError(out: Extract<AppendOutcome, { kind: 'stale_epoch' | 'conflict' }>): StoreError {
@@ -163,6 +198,7 @@ function appendInTransaction(
   expectedHead: number,
   drafts: MessageDraft[],
   now: number,
+  sweep: number,
 ): AppendOutcome {
   const { tables, bucketSize } = ctx;
   const state = tables.logs.get(conversationId);
@@ -218,7 +254,7 @@ function appendInTransaction(
     const next: LogState = { ...state, head: seq };
     tables.logs.put(conversationId, next);
   }
-  sweepExpiredIdempotency(ctx, now, SWEEP_PER_APPEND);
+  if (sweep > 0) sweepExpiredIdempotency(ctx, now, sweep);
   return { kind: 'ok', results, head: seq };
 }
 
@@ -271,6 +307,7 @@ export async function openWriter(
   host: WriterHost,
   conversationId: string,
   epoch: number,
+  queue: CommitQueue | null = null,
 ): Promise<EmbeddedWriter> {
   const outcome = await ctx.tables.root.childTransaction(() => {
     const state = ctx.tables.logs.get(conversationId);
@@ -291,6 +328,6 @@ export async function openWriter(
         `cannot open ${conversationId} with epoch ${epoch}: epoch ${outcome.current} already owns it`,
       );
     case 'ok':
-      return new EmbeddedWriter(host, conversationId, epoch, outcome.head);
+      return new EmbeddedWriter(host, conversationId, epoch, outcome.head, queue);
   }
 }

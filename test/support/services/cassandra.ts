@@ -94,7 +94,9 @@ const FAST_FLAGS = [
   '-Xss256k',
   '-XX:+UseG1GC',
   '-Xms256m',
-  '-Xmx1G',
+  // 2 GiB: a full `npm test` creates a keyspace per suite on one server, and 1 GiB ran out once
+  // about 50 keyspaces existed. TICKS_TEST_CASSANDRA_HEAP overrides it (e.g. 4G for a shared server).
+  `-Xmx${process.env.TICKS_TEST_CASSANDRA_HEAP ?? '2G'}`,
   '-XX:+ExitOnOutOfMemoryError',
   '-Djava.net.preferIPv4Stack=true',
   // C1 only: on 2 cores C2 compilations never pay back within a test run.
@@ -111,7 +113,15 @@ const FAST_FLAGS = [
   '-Dcassandra.shutdown_announce_in_ms=0',
 ];
 
-export async function startCassandra(): Promise<CassandraService> {
+/** Optional deviations from the test settings, for benchmarks (bench/store scylla-cost). */
+export interface CassandraStartOptions {
+  /** Lines appended to the generated cassandra.yaml, e.g. `paxos_variant: v2`. */
+  extraYaml?: string;
+  /** Keep C2 (drop -XX:TieredStopAtLevel=1): slower start, faster steady state. */
+  fullJit?: boolean;
+}
+
+export async function startCassandra(options: CassandraStartOptions = {}): Promise<CassandraService> {
   const java = ensureJava();
   const classpath = ensureJars();
   const javaVersion = spawnSync(java, ['-version'], { encoding: 'utf8' }).stderr;
@@ -119,7 +129,7 @@ export async function startCassandra(): Promise<CassandraService> {
   // Free ports are picked before java binds them; on a clash try once more with fresh ones.
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     try {
-      return await startOnce(java, javaVersion, classpath);
+      return await startOnce(java, javaVersion, classpath, options);
     } catch (err) {
       lastError = err;
       if (!(err instanceof Error && /address already in use|BindException/i.test(err.message))) break;
@@ -288,17 +298,17 @@ function logbackXml(logFile: string): string {
 `;
 }
 
-async function startOnce(java: string, javaVersion: string, classpath: string): Promise<CassandraService> {
+async function startOnce(java: string, javaVersion: string, classpath: string, options: CassandraStartOptions = {}): Promise<CassandraService> {
   const dir = mkdtempSync(join(tmpdir(), 'ticks-cassandra-'));
   const logDir = join(dir, 'logs');
   mkdirSync(logDir);
   const systemLog = join(logDir, 'system.log');
   const outputLog = join(logDir, 'output.log');
   const [storagePort, nativePort] = (await freePorts(2)) as [number, number];
-  writeFileSync(join(dir, 'cassandra.yaml'), yaml(storagePort, nativePort));
+  writeFileSync(join(dir, 'cassandra.yaml'), yaml(storagePort, nativePort) + (options.extraYaml ? `${options.extraYaml}\n` : ''));
   writeFileSync(join(dir, 'logback.xml'), logbackXml(systemLog));
 
-  const flags = [...FAST_FLAGS, ...JPMS_FLAGS];
+  const flags = [...FAST_FLAGS.filter((f) => !(options.fullJit && f.startsWith('-XX:TieredStopAtLevel'))), ...JPMS_FLAGS];
   mkdirSync(cdsDir, { recursive: true });
   const archive = cdsArchivePath(javaVersion, flags, classpath);
   const haveArchive = existsSync(archive);

@@ -1,0 +1,62 @@
+import type { TemplatedApp } from 'uWebSockets.js';
+import type { TokenVerifier } from './auth/token-verifier.js';
+import type { Config } from './config/schema.js';
+import { mountPushToken } from './jobs/http.js';
+import { createKeys } from './keys/create-key-store.js';
+import type { KeyStore } from './keys/key-store.js';
+import type { Logger } from './lib/log.js';
+import { createMedia } from './media/create-media.js';
+import type { MediaIndex } from './media/media-index.js';
+import type { Store } from './store/store.js';
+
+/**
+ * The HTTP features beside the WebSocket of one shard thread: media (src/media), the prekey
+ * directory (src/keys), each switched by its `enabled` key, and push token registration
+ * (src/jobs/http.ts, answering 503 when `push.enabled` is false). Created without I/O (so the routes can be
+ * mounted when the gateway's app is built), opened before the shard listens, closed at drain.
+ */
+export interface HttpFeatures {
+  /**
+   * Where media references are recorded (null when media is disabled). Integration point: when a
+   * message carrying media ids is committed, `recordSent(conv, ids)` before acking it, so that every
+   * receiver can get a download URL.
+   */
+  readonly mediaIndex: MediaIndex | null;
+  /** The prekey directory (null when disabled); `removeDevice` belongs with device removal. */
+  readonly keyStore: KeyStore | null;
+  mount(app: TemplatedApp, deps: { store: Pick<Store, 'getMember' | 'setPushToken' | 'putDevice'>; verify: TokenVerifier; log: Logger }): void;
+  open(): Promise<void>;
+  /** Idempotent; never rejects. */
+  close(): Promise<void>;
+}
+
+export interface HttpFeatureHooks {
+  /** A device's one-time prekeys fell below keys.lowThreshold: tell it to upload more. */
+  onKeysLow?: (user: string, device: string, remaining: number) => void;
+}
+
+export function createHttpFeatures(
+  cfg: Pick<Config, 'media' | 'keys' | 'store' | 'dataDir' | 'push'>,
+  hs256Secret: string | undefined,
+  hooks: HttpFeatureHooks = {},
+): HttpFeatures {
+  const media = cfg.media.enabled ? createMedia(cfg, hs256Secret) : null;
+  const keys = cfg.keys.enabled ? createKeys(cfg, hooks.onKeysLow) : null;
+  return {
+    mediaIndex: media?.index ?? null,
+    keyStore: keys?.store ?? null,
+    mount(app, deps) {
+      media?.mount(app, deps);
+      keys?.mount(app, deps);
+      // PUT/DELETE /push-token (src/jobs/http.ts): always mounted, 503 when push is disabled.
+      mountPushToken(app, { store: deps.store, verify: deps.verify, enabled: cfg.push.enabled, log: deps.log });
+    },
+    async open() {
+      await media?.open();
+      await keys?.open();
+    },
+    async close() {
+      await Promise.allSettled([media?.close(), keys?.close()]);
+    },
+  };
+}
