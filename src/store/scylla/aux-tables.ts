@@ -4,10 +4,11 @@ import cassandra from 'cassandra-driver';
 import type { ArrayOrObject, QueryOptions, types as driverTypes } from 'cassandra-driver';
 import type { StoreConfig } from '../../config/schema.js';
 import { StoreError } from '../errors.js';
-import type { Consistency, ScyllaStoreOptions, SerialConsistency } from '../options.js';
+import type { ScyllaStoreOptions } from '../options.js';
 import { bootstrapCql } from './cql.js';
 import { wrapDriverError } from './errors.js';
 import { validateKeyspace } from './migrations.js';
+import { CONSISTENCY, SERIAL } from './session.js';
 
 /**
  * Tables that subsystems beside the message store keep in the store's keyspace (the prekey
@@ -32,22 +33,6 @@ export interface AuxTable {
   name: string;
   cql: (keyspace: string) => string;
 }
-
-const { types } = cassandra;
-const CONSISTENCY: Record<Consistency, number> = {
-  one: types.consistencies.one,
-  two: types.consistencies.two,
-  three: types.consistencies.three,
-  quorum: types.consistencies.quorum,
-  all: types.consistencies.all,
-  localQuorum: types.consistencies.localQuorum,
-  eachQuorum: types.consistencies.eachQuorum,
-  localOne: types.consistencies.localOne,
-};
-const SERIAL: Record<SerialConsistency, number> = {
-  serial: types.consistencies.serial,
-  localSerial: types.consistencies.localSerial,
-};
 
 const LOCK_NAME = 'migrations';
 const LOCK_TTL_SECONDS = 60;

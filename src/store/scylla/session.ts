@@ -13,7 +13,8 @@ export interface Stmt {
   params: unknown[];
 }
 
-const CONSISTENCY: Record<Consistency, number> = {
+/** Driver consistency codes of the configured levels (shared with aux-tables.ts). */
+export const CONSISTENCY: Record<Consistency, number> = {
   one: types.consistencies.one,
   two: types.consistencies.two,
   three: types.consistencies.three,
@@ -23,7 +24,7 @@ const CONSISTENCY: Record<Consistency, number> = {
   eachQuorum: types.consistencies.eachQuorum,
   localOne: types.consistencies.localOne,
 };
-const SERIAL: Record<SerialConsistency, number> = {
+export const SERIAL: Record<SerialConsistency, number> = {
   serial: types.consistencies.serial,
   localSerial: types.consistencies.localSerial,
 };
