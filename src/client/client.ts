@@ -34,6 +34,18 @@ export interface ClientOptions extends TransportOptions {
   helloTimeoutMs?: number;
   /** Reconnect when a keep-alive ping got no answer this long. Default 10 s. */
   pingTimeoutMs?: number;
+  /**
+   * Liveness: while requests are outstanding (sends awaiting `sent`, sync, history), ping when no
+   * frame at all arrived from the server this long, so a frozen node or a half-open connection is
+   * noticed while the client keeps sending. Default 5 s; 0 disables.
+   */
+  responseTimeoutMs?: number;
+  /**
+   * Liveness: after that ping, close and reconnect (state `reconnecting`, code 1006, reason
+   * `unresponsive`) when no frame arrives this long; the outbox resends under the same cmids.
+   * Default 3 s.
+   */
+  pongTimeoutMs?: number;
   /** `sync.limit`. Default 100. */
   syncLimit?: number;
   /** Wait before repairing a gap (a redelivery may fill it). Default 500 ms. */
@@ -104,6 +116,8 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
         rateLimitedFloorMs: o.rateLimitedFloorMs ?? 3_000,
         helloTimeoutMs: o.helloTimeoutMs ?? 10_000,
         pingTimeoutMs: o.pingTimeoutMs ?? 10_000,
+        responseTimeoutMs: o.responseTimeoutMs ?? 5_000,
+        pongTimeoutMs: o.pongTimeoutMs ?? 3_000,
       },
       {
         open: (hello, session) => {

@@ -21,6 +21,10 @@ import { ClientError, CLOSED, DISCONNECTED, type ClientState, type ClosedEvent, 
  * - 4501 (token expired) reconnects once when the token comes from a provider (which is asked
  *   again, so it can refresh); a second 4501 before any hello is terminal;
  * - every other 45xx is terminal: `closed` is reported with the code and nothing reconnects.
+ *
+ * Closes we decide on ourselves are reported as 1006 with the SDK's reason in the `reconnecting`
+ * state event: `no hello`, `no pong` (keep-alive), `unresponsive` (the liveness probe of session.ts:
+ * requests outstanding, nothing received for responseTimeoutMs, then no frame for pongTimeoutMs).
  */
 
 /** A token, or a provider called before every connection attempt (so it can refresh). */
@@ -38,6 +42,9 @@ export interface ConnectionOptions {
   rateLimitedFloorMs: number;
   helloTimeoutMs: number;
   pingTimeoutMs: number;
+  /** 0 disables the liveness probe. */
+  responseTimeoutMs: number;
+  pongTimeoutMs: number;
 }
 
 export interface ConnectionHooks {
@@ -147,7 +154,7 @@ export class Connection {
         fail: (reason) => this.#onClose(socket, LOCAL_ABNORMAL, reason),
         error: (err) => this.#hooks.error(err),
       },
-      this.#o.pingTimeoutMs,
+      { pingTimeoutMs: this.#o.pingTimeoutMs, responseTimeoutMs: this.#o.responseTimeoutMs, pongTimeoutMs: this.#o.pongTimeoutMs },
     );
     this.#socket = socket;
     this.#session = session;
@@ -177,18 +184,18 @@ export class Connection {
     this.#endSocket(new ClientError(DISCONNECTED, `connection closed (${code}${reason ? ` ${reason}` : ''})`, { retryable: true }));
     if (wasOpen) this.#hooks.down();
     if (this.state === 'closed') return; // a down() hook may have stopped the client
-    if (isReconnectable(code)) return this.#retry(code);
+    if (isReconnectable(code)) return this.#retry(code, reason);
     if (code === CLOSE.tokenExpired && typeof this.#o.token === 'function' && !this.#refreshedAfterExpiry) {
       this.#refreshedAfterExpiry = true;
-      return this.#retry(code);
+      return this.#retry(code, reason);
     }
     this.#terminal(code, reason);
   }
 
-  #retry(code: number): void {
+  #retry(code: number, reason?: string): void {
     const floorMs = code === CLOSE.rateLimited ? this.#o.rateLimitedFloorMs : 0;
     const delayMs = floorMs + fullJitterDelayMs(this.#attempt, this.#o.backoff, this.#o.random);
-    this.#setState({ state: 'reconnecting', attempt: this.#attempt, delayMs, code });
+    this.#setState({ state: 'reconnecting', attempt: this.#attempt, delayMs, code, ...(reason ? { reason } : {}) });
     this.#attempt++;
     this.#timer = this.#o.clock.setTimeout(() => void this.#connect(), delayMs);
   }

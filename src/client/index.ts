@@ -14,6 +14,7 @@ export {
   CLOSED,
   DISCONNECTED,
   PROTOCOL,
+  UNRESPONSIVE,
   type ClientEvents,
   type ClientState,
   type ClosedEvent,

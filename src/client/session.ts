@@ -18,7 +18,7 @@ import { MAX_INFLIGHT_REQUESTS } from '../protocol/client-frames.js';
 import { decodeServerFrame, encodeClientFrame } from '../protocol/codec.js';
 import type { Clock, TimerHandle } from './timing.js';
 import type { WebSocketLike } from './websocket.js';
-import { ClientError, PROTOCOL } from './types.js';
+import { ClientError, PROTOCOL, UNRESPONSIVE } from './types.js';
 
 /**
  * One WebSocket session, from the upgrade to its close: request ids and answers, the in-flight
@@ -44,6 +44,15 @@ export interface SessionHooks {
   error(err: ClientError): void;
 }
 
+export interface SessionTimeouts {
+  /** Keep-alive: a ping sent after idleTimeoutS/2 without sending fails the session when unanswered this long. */
+  pingTimeoutMs: number;
+  /** Liveness: requests outstanding and no frame at all received this long: probe with a ping. 0 disables. */
+  responseTimeoutMs: number;
+  /** Liveness: after the probe, fail the session ('unresponsive') when no frame arrives this long. */
+  pongTimeoutMs: number;
+}
+
 interface Pending {
   expect: ServerFrame['t'];
   resolve(frame: ServerFrame): void;
@@ -63,7 +72,7 @@ export class Session {
   readonly #socket: WebSocketLike;
   readonly #clock: Clock;
   readonly #hooks: SessionHooks;
-  readonly #pingTimeoutMs: number;
+  readonly #timeouts: SessionTimeouts;
   readonly #pending = new Map<number, Pending>();
   readonly #waiting: Waiting[] = [];
   #nextId = 1;
@@ -80,13 +89,20 @@ export class Session {
   #idleMs = 0;
   #keepaliveTimer: TimerHandle | undefined;
   #pingTimer: TimerHandle | undefined;
+  // Liveness (see #checkLiveness): one timer per session, never touched by receive().
+  #received = 0;
+  #lastReceivedMs: number;
+  #busySinceMs: number;
+  #livenessTimer: TimerHandle | undefined;
+  /** `#received` when the liveness probe went out; undefined when no probe is outstanding. */
+  #probeReceived: number | undefined;
 
-  constructor(socket: WebSocketLike, clock: Clock, hooks: SessionHooks, pingTimeoutMs: number) {
+  constructor(socket: WebSocketLike, clock: Clock, hooks: SessionHooks, timeouts: SessionTimeouts) {
     this.#socket = socket;
     this.#clock = clock;
     this.#hooks = hooks;
-    this.#pingTimeoutMs = pingTimeoutMs;
-    this.#refilledAtMs = this.#lastSentMs = clock.now();
+    this.#timeouts = timeouts;
+    this.#refilledAtMs = this.#lastSentMs = this.#lastReceivedMs = this.#busySinceMs = clock.now();
   }
 
   get inflight(): number {
@@ -101,8 +117,10 @@ export class Session {
     return new Promise((resolve, reject) => {
       if (this.#ended) return reject(new ClientError(PROTOCOL, 'session ended', { retryable: true }));
       const pending: Pending = { expect: ANSWER[frame.t], resolve, reject, progress };
+      if (this.inflight === 0) this.#busySinceMs = this.#clock.now();
       if (this.#pending.size >= this.#maxInflight) this.#waiting.push({ frame, pending });
       else this.#dispatch(frame, pending);
+      this.#checkLiveness();
     });
   }
 
@@ -113,6 +131,9 @@ export class Session {
 
   receive(bytes: Uint8Array | undefined): void {
     if (this.#ended) return;
+    // Any frame, even one we cannot decode, proves the server and the path are alive.
+    this.#received++;
+    this.#lastReceivedMs = this.#clock.now();
     if (bytes === undefined) {
       this.#hooks.error(new ClientError(PROTOCOL, 'server sent a text message', { retryable: false }));
       return;
@@ -146,7 +167,7 @@ export class Session {
   end(err: ClientError): void {
     if (this.#ended) return;
     this.#ended = true;
-    for (const handle of [this.#drainTimer, this.#keepaliveTimer, this.#pingTimer]) {
+    for (const handle of [this.#drainTimer, this.#keepaliveTimer, this.#pingTimer, this.#livenessTimer]) {
       if (handle !== undefined) this.#clock.clearTimeout(handle);
     }
     this.#outq = [];
@@ -233,12 +254,41 @@ export class Session {
   }
 
   #ping(): void {
-    this.#pingTimer = this.#clock.setTimeout(() => this.#hooks.fail('no pong'), this.#pingTimeoutMs);
+    this.#pingTimer = this.#clock.setTimeout(() => this.#hooks.fail('no pong'), this.#timeouts.pingTimeoutMs);
     // Any answer, even an error (rate_limited), proves the path is alive.
     const answered = (): void => {
       if (this.#pingTimer !== undefined) this.#clock.clearTimeout(this.#pingTimer);
       this.#pingTimer = undefined;
     };
     this.request({ t: 'ping' }).then(answered, answered);
+  }
+
+  // Liveness: a frozen node (SIGSTOP) or a half-open TCP path keeps the socket open and answers
+  // nothing, and the keep-alive above never fires while we keep sending. So while requests are
+  // outstanding and nothing at all was received for responseTimeoutMs, we ping; when no frame arrives
+  // within a further pongTimeoutMs, the session fails and the owner reconnects (the outbox resends
+  // under the same cmids, which the server dedupes). One timer per session: receive() only bumps a
+  // counter and a timestamp, and the timer re-arms itself for the remaining time when it fires.
+  #checkLiveness(): void {
+    const { responseTimeoutMs, pongTimeoutMs } = this.#timeouts;
+    if (responseTimeoutMs <= 0 || this.#ended || this.#livenessTimer !== undefined) return;
+    if (this.#probeReceived !== undefined) {
+      if (this.#received === this.#probeReceived) return this.#hooks.fail(UNRESPONSIVE);
+      this.#probeReceived = undefined; // answered (by the pong or by any other frame)
+    }
+    if (this.inflight === 0) return; // the next request arms the timer again
+    const now = this.#clock.now();
+    const dueMs = Math.max(this.#lastReceivedMs, this.#busySinceMs) + responseTimeoutMs - now;
+    if (dueMs > 0) return this.#armLiveness(dueMs);
+    this.#probeReceived = this.#received;
+    this.#armLiveness(pongTimeoutMs); // before the ping, whose request() must not re-arm
+    this.request({ t: 'ping' }).catch(() => undefined);
+  }
+
+  #armLiveness(ms: number): void {
+    this.#livenessTimer = this.#clock.setTimeout(() => {
+      this.#livenessTimer = undefined;
+      this.#checkLiveness();
+    }, ms);
   }
 }

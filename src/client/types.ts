@@ -84,6 +84,13 @@ export interface StateEvent {
   delayMs?: number;
   /** The close code that caused a `reconnecting` or `closed` state, when there was one. */
   code?: number;
+  /**
+   * Why the connection dropped, for `reconnecting`: the server's close reason, or for a close the
+   * SDK decided (code 1006) `no hello`, `no pong`, or `unresponsive` (UNRESPONSIVE: requests were
+   * outstanding, nothing arrived for responseTimeoutMs, and a ping got no frame back within
+   * pongTimeoutMs: a frozen node or a half-open connection).
+   */
+  reason?: string;
 }
 
 /** The client stopped for good: a 45xx close code, a token that cannot be refreshed, or `close()`. */
@@ -129,6 +136,8 @@ export class ClientError extends TicksError {
 
 /** The connection dropped before the answer arrived; the request may or may not have taken effect. */
 export const DISCONNECTED = 'client.disconnected';
+/** StateEvent.reason of a reconnect after the liveness probe found the server unresponsive. */
+export const UNRESPONSIVE = 'unresponsive';
 /** The client was closed (by `close()` or a terminal close code). */
 export const CLOSED = 'client.closed';
 /** The server sent something this SDK cannot make sense of (wrong answer type, undecodable frame). */

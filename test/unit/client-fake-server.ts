@@ -34,6 +34,8 @@ export class FakeServer {
   intercept: (frame: ClientFrame, conn: FakeConn) => boolean = () => false;
   /** Decide what happens at connect: return false to send no hello (the test closes or stalls). */
   onConnect: (conn: FakeConn) => boolean = () => true;
+  /** Connections (by index) that look like a frozen node: see freeze(). */
+  readonly frozen = new Set<number>();
 
   private constructor(private readonly wss: WebSocketServer) {
     wss.on('connection', (ws, req) => {
@@ -47,6 +49,7 @@ export class FakeServer {
         const decoded = decodeClientFrame(new Uint8Array(data), this.limits);
         if (!decoded.ok) throw new Error(`fake server got a bad frame: ${decoded.code} ${decoded.msg}`);
         this.frames.push({ conn: conn.index, frame: decoded.frame });
+        if (this.frozen.has(conn.index)) return;
         if (!this.intercept(decoded.frame, conn)) this.handle(decoded.frame, conn);
       });
       if (this.onConnect(conn)) this.push(conn, { t: 'hello', v: 1, user, device, node: 'fake', limits: this.limits });
@@ -72,7 +75,16 @@ export class FakeServer {
     return this.frames.filter((f) => f.frame.t === type).map((f) => f.frame as Extract<ClientFrame, { t: T }>);
   }
 
+  /**
+   * Makes a connection behave like a SIGSTOPped node or a half-open path: the socket stays open,
+   * frames from the client are recorded in `frames` but never handled, and nothing is sent to it.
+   */
+  freeze(conn: FakeConn): void {
+    this.frozen.add(conn.index);
+  }
+
   push(conn: FakeConn, frame: ServerFrame): void {
+    if (this.frozen.has(conn.index)) return;
     conn.ws.send(encodeServerFrame(frame));
   }
 
