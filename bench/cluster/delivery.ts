@@ -283,7 +283,7 @@ export async function benchDelivery(p: DeliveryParams, services: Services, log: 
         for (const layout of ['cross', 'one'] as const) {
           // A run that fails (a node that does not start, a generator error) is said and tried once more.
           const f = await oneRun(p, services, generators, layout, rate, r, log).catch((err: unknown) => {
-            log(`  ${layout} ${int(rate)}/s run ${r} FAILED, trying once more: ${(err as Error).message.split('\n')[0]}`);
+            log(`  ${layout} ${int(rate)}/s run ${r} FAILED, trying once more: ${(err as Error).message}`);
             failures.push(`${layout} ${rate}/s run ${r}: ${(err as Error).message.split('\n')[0]}`);
             return oneRun(p, services, generators, layout, rate, r, log);
           });

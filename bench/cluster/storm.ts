@@ -552,7 +552,7 @@ export async function benchStorm(p: StormParams, services: Services, log: (line:
   for (let r = 1; r <= p.runs; r++) {
     // A run that fails (a node that does not start, priming that never completes) is said and tried once more.
     const f = await oneRun(p, services, r, log).catch((err: unknown) => {
-      log(`  storm run ${r} FAILED, trying once more: ${(err as Error).message.split('\n')[0]}`);
+      log(`  storm run ${r} FAILED, trying once more: ${(err as Error).message}`);
       failures.push(`run ${r}: ${(err as Error).message.split('\n')[0]}`);
       return oneRun(p, services, r, log);
     });
