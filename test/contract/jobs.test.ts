@@ -5,64 +5,16 @@
  * Queue names are unique per test. The timing checks are on the runners' promises (a delay is
  * honoured, a backoff waits), with a tolerance for timer granularity; they never time our own code.
  */
-import { Redis } from 'ioredis';
 import t, { type Test } from 'tap';
 import { BullmqJobRunner } from '../../src/jobs/bullmq-runner.js';
 import { JobError, PermanentJobFailure } from '../../src/jobs/errors.js';
-import { MemoryJobBackend, MemoryJobRunner } from '../../src/jobs/memory-runner.js';
-import type { JobRunner, QueueSpec } from '../../src/jobs/runner.js';
+import type { QueueSpec } from '../../src/jobs/runner.js';
 import { registry } from '../../src/metrics/registry.js';
-import { requireRedisUrl, uniqueRedisPrefix } from '../support/env.js';
+import { memoryCluster, redisCluster, type RunnerCluster } from '../support/push-runners.js';
 import { startsPerWindow } from '../support/push-rate.js';
 
 /** Timer and clock slack allowed on "not before" checks. */
 const SLACK_MS = 25;
-
-interface RunnerFactory {
-  name: 'memory' | 'redis';
-  create(): JobRunner;
-  cleanup(): Promise<void>;
-}
-
-function memoryFactory(): RunnerFactory {
-  const backend = new MemoryJobBackend();
-  const runners: JobRunner[] = [];
-  return {
-    name: 'memory',
-    create() {
-      const r = new MemoryJobRunner({ backend });
-      runners.push(r);
-      return r;
-    },
-    cleanup: async () => {
-      await Promise.all(runners.map((r) => r.close()));
-    },
-  };
-}
-
-function redisFactory(): RunnerFactory {
-  const url = requireRedisUrl();
-  const prefix = uniqueRedisPrefix('jobs').replace(/:$/, '');
-  const runners: JobRunner[] = [];
-  return {
-    name: 'redis',
-    create() {
-      const r = new BullmqJobRunner({ url, prefix, name: 'jobs-test' });
-      runners.push(r);
-      return r;
-    },
-    async cleanup() {
-      await Promise.all(runners.map((r) => r.close()));
-      const admin = new Redis(url);
-      try {
-        const keys = await admin.keys(`${prefix}:*`);
-        if (keys.length > 0) await admin.del(...keys);
-      } finally {
-        admin.disconnect();
-      }
-    },
-  };
-}
 
 let n = 0;
 const spec = (over: Partial<QueueSpec> = {}): QueueSpec => ({
@@ -94,11 +46,11 @@ async function rejectsWithCode(t: Test, p: Promise<unknown> | (() => unknown), c
   }
 }
 
-function contract(factory: RunnerFactory) {
+function contract(factory: RunnerCluster) {
   t.test(`jobs contract: ${factory.name}`, async (t) => {
     t.teardown(() => factory.cleanup());
-    const nodeA = factory.create();
-    const nodeB = factory.create();
+    const nodeA = factory.node();
+    const nodeB = factory.node();
 
     t.test('a job runs once with its data', async (t) => {
       const s = spec();
@@ -256,7 +208,7 @@ function contract(factory: RunnerFactory) {
 
     t.test('close drains active jobs, then calls are jobs.unavailable', async (t) => {
       const s = spec();
-      const extra = factory.create();
+      const extra = factory.node();
       let finished = false;
       let started = false;
       const q = extra.queue(s);
@@ -285,8 +237,8 @@ function contract(factory: RunnerFactory) {
   });
 }
 
-contract(memoryFactory());
-contract(redisFactory());
+contract(memoryCluster());
+contract(redisCluster('jobs'));
 
 t.test('BullMQ with Redis unreachable: add rejects with a retryable JobError within seconds, close still ends', async (t) => {
   const runner = new BullmqJobRunner({ url: 'redis://127.0.0.1:1', prefix: 'ticks:test:unreachable', name: 'jobs-test' });
