@@ -1,6 +1,7 @@
 import type { TemplatedApp } from 'uWebSockets.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
 import type { Config } from './config/schema.js';
+import { mountDevices } from './devices-http.js';
 import { mountPushToken } from './jobs/http.js';
 import { createKeys } from './keys/create-key-store.js';
 import type { KeyStore } from './keys/key-store.js';
@@ -11,20 +12,21 @@ import type { Store } from './store/store.js';
 
 /**
  * The HTTP features beside the WebSocket of one shard thread: media (src/media), the prekey
- * directory (src/keys), each switched by its `enabled` key, and push token registration
- * (src/jobs/http.ts, answering 503 when `push.enabled` is false). Created without I/O (so the routes can be
+ * directory (src/keys), each switched by its `enabled` key, push token registration
+ * (src/jobs/http.ts, answering 503 when `push.enabled` is false) and device removal
+ * (src/devices-http.ts). Created without I/O (so the routes can be
  * mounted when the gateway's app is built), opened before the shard listens, closed at drain.
  */
 export interface HttpFeatures {
   /**
-   * Where media references are recorded (null when media is disabled). Integration point: when a
-   * message carrying media ids is committed, `recordSent(conv, ids)` before acking it, so that every
-   * receiver can get a download URL.
+   * Where media references are recorded (null when media is disabled). The conversation actors use
+   * it through src/media/send-refs.ts (src/shard.ts wires it): a send's media ids are checked before
+   * it is queued, and `recordSent(conv, ids)` runs after its commit and before its `sent`.
    */
   readonly mediaIndex: MediaIndex | null;
-  /** The prekey directory (null when disabled); `removeDevice` belongs with device removal. */
+  /** The prekey directory (null when disabled); DELETE /devices/:device removes a device's keys. */
   readonly keyStore: KeyStore | null;
-  mount(app: TemplatedApp, deps: { store: Pick<Store, 'getMember' | 'setPushToken' | 'putDevice'>; verify: TokenVerifier; log: Logger }): void;
+  mount(app: TemplatedApp, deps: { store: Pick<Store, 'getMember' | 'setPushToken' | 'putDevice' | 'removeDevice'>; verify: TokenVerifier; log: Logger }): void;
   open(): Promise<void>;
   /** Idempotent; never rejects. */
   close(): Promise<void>;
@@ -36,7 +38,7 @@ export interface HttpFeatureHooks {
 }
 
 export function createHttpFeatures(
-  cfg: Pick<Config, 'media' | 'keys' | 'store' | 'dataDir' | 'push'>,
+  cfg: Pick<Config, 'media' | 'keys' | 'store' | 'dataDir' | 'push' | 'cluster'>,
   hs256Secret: string | undefined,
   hooks: HttpFeatureHooks = {},
 ): HttpFeatures {
@@ -50,6 +52,8 @@ export function createHttpFeatures(
       keys?.mount(app, deps);
       // PUT/DELETE /push-token (src/jobs/http.ts): always mounted, 503 when push is disabled.
       mountPushToken(app, { store: deps.store, verify: deps.verify, enabled: cfg.push.enabled, log: deps.log });
+      // DELETE /devices/:device (src/devices-http.ts): the device, its push token and its prekeys.
+      mountDevices(app, { store: deps.store, keys: keys?.store ?? null, verify: deps.verify, log: deps.log });
     },
     async open() {
       await media?.open();

@@ -1,4 +1,5 @@
 import { createServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { availableParallelism, hostname } from 'node:os';
 import { resolveHs256Secret } from './auth/dev-secret.js';
 import { createVerifyPool, type VerifyPool } from './auth/verify-pool.js';
@@ -58,6 +59,8 @@ const DRAIN_GRACE_MS = 3000;
 
 export async function startNode(config: Readonly<Config>, opts: StartOptions = {}): Promise<RunningNode> {
   const nodeId = config.nodeId ?? `${hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 50)}-${process.pid}`;
+  // This process among all that ever ran under nodeId (src/cluster/routing.ts, "Identity").
+  const incarnation = randomBytes(8).toString('hex');
   const log = opts.log ?? createLogger({ level: config.log.level, node: nodeId, thread: 'main' });
   loadUws(); // fail here, before any thread starts, when only the pure-JS fallback loads
   if (config.cluster.heartbeatMs * 3 > config.cluster.leaseMs) {
@@ -85,7 +88,7 @@ export async function startNode(config: Readonly<Config>, opts: StartOptions = {
   const supervisor = new ShardSupervisor({
     count: shardCount,
     log,
-    init: () => ({ nodeId, config, port, hs256Secret: secret?.secret, publicKeys: pool !== null, testHooks: opts.testHooks === true }),
+    init: () => ({ nodeId, incarnation, config, port, hs256Secret: secret?.secret, publicKeys: pool !== null, testHooks: opts.testHooks === true }),
     onRestart: () => metrics.shardRestarts.inc(),
     onRequest(_index, msg, reply) {
       if (msg.t === 'verify') {

@@ -18,6 +18,8 @@ export interface ShardInit {
   /** Restarts of this shard index so far; makes connection ids unique across incarnations. */
   generation: number;
   nodeId: string;
+  /** Random per process start, the same for every shard thread (src/cluster/routing.ts, "Identity"). */
+  incarnation: string;
   config: Config;
   /** The resolved port (never 0: every shard must bind the same one). */
   port: number;

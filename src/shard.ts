@@ -5,12 +5,15 @@ import type { ShardLink } from './actors/shard-link.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
 import { createShardCluster } from './cluster/create-cluster.js';
 import { ClusterRouting } from './cluster/routing.js';
+import { ClusterChannels } from './cluster/channel-delivery.js';
 import { ClusterPresence } from './cluster/presence-frames.js';
 import { ClusterError } from './cluster/errors.js';
 import { createPortPresence, createPortSessions, type PresenceChannel } from './cluster/presence/port-presence.js';
 import { settingsOf, type VerifyOutcome } from './auth/verify.js';
 import { createGateway } from './gateway/gateway.js';
 import { createHttpFeatures } from './http-features.js';
+import { keysLowNotifier } from './keys/low-signal.js';
+import { sendMediaRefs } from './media/send-refs.js';
 import { loadUws } from './gateway/uws.js';
 import { createLogger } from './lib/log.js';
 import { startThreadMetrics, threadMetrics } from './metrics/threads.js';
@@ -137,11 +140,15 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     heartbeatMs: cfg.cluster.heartbeatMs,
     sessionTtlMs: cfg.cluster.sessionTtlMs,
     singleNode: cluster.impl === 'memory',
+    incarnation: init.incarnation,
     log,
   });
 
   // Media and prekey endpoints (docs/HTTP.md): routes mounted now, opened before listening.
-  const features = createHttpFeatures(cfg, init.hs256Secret);
+  // keys.low frames reach the device's session on any node through the actors' router (bound below).
+  const features = createHttpFeatures(cfg, init.hs256Secret, {
+    onKeysLow: keysLowNotifier({ sessions: cluster.sessions, push: (s, f) => pushToSession(s, f), threshold: cfg.keys.lowThreshold, log }),
+  });
   const gateway = createGateway({
     uws,
     config: cfg.gateway,
@@ -187,6 +194,20 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     onlineTtlMs: cfg.cluster.presenceTtlMs,
     log,
   });
+  // Live channel posts: one publish per node with subscribers, then uWS topics (src/cluster/channel-delivery.ts).
+  const channels = new ClusterChannels({
+    nodeId: init.nodeId,
+    shard: index,
+    bus: cluster.bus,
+    interest: cluster.channels,
+    sessions: cluster.sessions,
+    store,
+    topics: gateway.topics,
+    heartbeatMs: cfg.cluster.heartbeatMs,
+    ttlMs: cfg.cluster.sessionTtlMs,
+    singleNode: cluster.impl === 'memory',
+    log,
+  });
   const actors = createShardActors({
     shard: index,
     shardCount: init.shardCount,
@@ -199,11 +220,17 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     cluster: routing,
     epochs: routing,
     presence,
+    channelFanout: channels,
+    maxGroupMembers: cfg.groups.maxMembers,
+    channelSessions: channels,
     ...(cfg.cluster.redisUrl === undefined ? {} : { sendAnswerTimeoutMs: cfg.cluster.sendTimeoutMs }),
     ...(jobs.push === null ? {} : { wake: jobs.push }),
     flush: jobs.flush,
+    // Media ids in sends: checked and recorded on the node's media index (refused when media is off).
+    media: sendMediaRefs(features.mediaIndex),
   });
   pushToSession = (s, f) => void actors.router.push(s, f);
+  channels.start(actors.router);
   const attachPeer = (port: MessagePort): void => {
     port.on('message', (bytes: Uint8Array) => actors.onLinkMessage(bytes));
   };
@@ -256,6 +283,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     await within(features.close(), 1000);
     await sleep(Math.max(0, closedAtMs + CLOSE_GRACE_MS - Date.now()));
     await within(presence.close(), 1000);
+    await within(channels.close(), 1000);
     await within(routing.close(), 1000);
     await within(cluster.close(), 1000);
     gateway.close();
@@ -315,6 +343,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     gateway.close();
     await features.close();
     await presence.close();
+    await channels.close();
     await routing.close();
     await cluster.close();
     await jobs.close();

@@ -97,6 +97,8 @@ export interface ClusterOptions {
   runtime: NodeRuntime;
   /** More TICKS_* variables (they win). */
   env: Record<string, string>;
+  /** Extra node flags for every node process (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`). */
+  nodeArgs?: string[];
 }
 
 export async function startCluster(o: ClusterOptions): Promise<Cluster> {
@@ -131,7 +133,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   const nodes: ClusterNode[] = [];
   const start = async (i: number): Promise<void> => {
     mkdirSync(join(dir, `n${i}`), { recursive: true });
-    const proc = await startTicksNode({ dir, name: `n${i}`, env: envOf(i), cpu: o.cpu, runtime: o.runtime, readyTimeoutMs: 180_000 });
+    const proc = await startTicksNode({ dir, name: `n${i}`, env: envOf(i), cpu: o.cpu, runtime: o.runtime, readyTimeoutMs: 180_000, ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}) });
     nodes[i] = { id: `bench-${o.tag}-n${i}`, port: ports[i]!, wsUrl: `ws://127.0.0.1:${ports[i]}/ws?v=1`, metricsUrl: `http://127.0.0.1:${ports[i]}/metrics`, proc, killed: false };
   };
   const stopAll = async (log: (line: string) => void): Promise<void> => {

@@ -3,7 +3,7 @@
  * a private Cassandra 5 that this benchmark starts (so killing a node never touches shared servers).
  *
  *   npm run bench:cluster -- delivery|storm|all [--engine scylla|embedded] [--runs 3] [--no-pin]
- *       [--shards 1] [--runtime tsx|build] [--node-env KEY=VALUE,...]
+ *       [--shards 1] [--runtime tsx|build] [--node-env KEY=VALUE,...] [--node-args '--cpu-prof --cpu-prof-dir=DIR']
  *     delivery: [--rates 100,300] [--pairs 300] [--generators 3] [--warmup 3] [--duration 10] [--grace 10]
  *     storm:    [--clients 200] [--devices 2] [--pending 20] [--after 2] [--fill-rate 250] [--victim 2]
  *               [--lease-ms 10000] [--heartbeat-ms 3000] [--storm-timeout 120]
@@ -54,6 +54,8 @@ const NODE_ENV: Record<string, string> = Object.fromEntries(
       return [kv.slice(0, i), kv.slice(i + 1)];
     }),
 );
+/** Extra flags for every node process, space-separated (profiling: `--cpu-prof --cpu-prof-dir=DIR`). */
+const NODE_ARGS = opt('node-args', '').split(' ').filter(Boolean);
 const SERVER_CPU = PIN ? 0 : null;
 const GEN_CPU = PIN ? 1 : null;
 const NODES = 3;
@@ -64,11 +66,11 @@ async function main(): Promise<void> {
   if (cpus().length < 2 && PIN) throw new Error('pinning needs 2 CPUs (servers on 0, generators on 1); pass --no-pin');
   const started = new Date();
   console.log(`# bench/cluster ${which}  ${started.toISOString()}  ${machine()}`);
-  console.log(`nodes=${NODES} engine=${ENGINE} shards=${SHARDS} runs=${RUNS} runtime=${RUNTIME} pin=${PIN ? 'nodes+cassandra+redis CPU0, generators CPU1' : 'off'}${Object.keys(NODE_ENV).length ? ` node-env=${JSON.stringify(NODE_ENV)}` : ''}`);
+  console.log(`nodes=${NODES} engine=${ENGINE} shards=${SHARDS} runs=${RUNS} runtime=${RUNTIME} pin=${PIN ? 'nodes+cassandra+redis CPU0, generators CPU1' : 'off'}${Object.keys(NODE_ENV).length ? ` node-env=${JSON.stringify(NODE_ENV)}` : ''}${NODE_ARGS.length ? ` node-args=${NODE_ARGS.join(' ')}` : ''}`);
   if (PIN) await pinProcess(process.pid, 1);
   if (RUNTIME === 'build') await buildForBench(log);
   const services = await startServices(ENGINE, SERVER_CPU, log);
-  const cluster = { engine: ENGINE, nodes: NODES, shards: SHARDS, cpu: SERVER_CPU, runtime: RUNTIME, env: NODE_ENV };
+  const cluster = { engine: ENGINE, nodes: NODES, shards: SHARDS, cpu: SERVER_CPU, runtime: RUNTIME, env: NODE_ENV, ...(NODE_ARGS.length > 0 ? { nodeArgs: NODE_ARGS } : {}) };
   const out: string[] = [];
   const json: Record<string, unknown> = { bench: 'cluster', date: started.toISOString(), machine: machine(), engine: ENGINE, shards: SHARDS, runs: RUNS, pinned: PIN, runtime: RUNTIME };
   try {

@@ -72,7 +72,7 @@ async function main(): Promise<void> {
     if (!posted.some((m) => m.t === t)) throw new Error(`the shard never posted ${t}`);
   };
   await runShard(
-    { index: 0, shardCount: 1, generation: 0, nodeId: 'heap', config, port: port!, hs256Secret: SECRET, publicKeys: false, peers: [null], testHooks: false },
+    { index: 0, shardCount: 1, generation: 0, nodeId: 'heap', incarnation: 'heap', config, port: port!, hs256Secret: SECRET, publicKeys: false, peers: [null], testHooks: false },
     {
       post: (m) => {
         posted.push(m);

@@ -66,14 +66,24 @@ function areaOf(url: string, fn: string, root: string): string {
   return path;
 }
 
-export function summarizeProfile(file: string, root: string, top = 15): ProfileSummary {
+/**
+ * `window` (optional) keeps only the samples taken in [fromUs, toUs) of the monotonic clock
+ * (CLOCK_MONOTONIC µs: V8's profile timestamps and `process.hrtime` share it), e.g. a benchmark's
+ * measured window without the start-up and connecting before it.
+ */
+export function summarizeProfile(file: string, root: string, top = 15, window?: { fromUs: number; toUs: number }): ProfileSummary {
   const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
   const samples = p.samples ?? [];
   const deltas = p.timeDeltas ?? [];
   // timeDeltas[i] is the time before sample i; attribute it to the sample (V8's own convention).
-  for (let i = 0; i < samples.length; i++) selfUs.set(samples[i]!, (selfUs.get(samples[i]!) ?? 0) + (deltas[i] ?? 0));
+  let at = p.startTime;
+  for (let i = 0; i < samples.length; i++) {
+    at += deltas[i] ?? 0;
+    if (window && (at < window.fromUs || at >= window.toUs)) continue;
+    selfUs.set(samples[i]!, (selfUs.get(samples[i]!) ?? 0) + (deltas[i] ?? 0));
+  }
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const fns = new Map<string, number>();

@@ -23,6 +23,8 @@ export interface CursorBatcherOptions {
 
 export class CursorBatcher {
   private batch = new Map<string, CursorUpdate>();
+  /** Callers of stored() waiting for the batch being collected to be written. */
+  private waiters: (() => void)[] = [];
   private timer: TimerHandle | null = null;
   private flushing: Promise<void> | null = null;
   private readonly maxKeys: number;
@@ -44,6 +46,17 @@ export class CursorBatcher {
     else this.schedule();
   }
 
+  /**
+   * Resolves once everything added so far is stored (a failed write is retried, and so is the
+   * wait). Group receipts count a dack toward "delivered to all" only then, so a later activation,
+   * which fills its state from the stored cursors, never finds a lower level than one announced.
+   */
+  stored(): Promise<void> {
+    if (this.batch.size > 0) return new Promise((resolve) => this.waiters.push(resolve));
+    if (this.flushing !== null) return this.flushing.then(() => this.stored());
+    return Promise.resolve();
+  }
+
   /** Writes everything batched so far (and waits for a flush already in flight). */
   async flush(): Promise<void> {
     while (this.flushing !== null) await this.flushing;
@@ -51,8 +64,10 @@ export class CursorBatcher {
     this.timer = null;
     if (this.batch.size === 0) return;
     const updates = [...this.batch.values()];
+    const waiters = this.waiters;
     this.batch = new Map();
-    this.flushing = this.write(updates);
+    this.waiters = [];
+    this.flushing = this.write(updates, waiters);
     try {
       await this.flushing;
     } finally {
@@ -60,13 +75,15 @@ export class CursorBatcher {
     }
   }
 
-  private async write(updates: CursorUpdate[]): Promise<void> {
+  private async write(updates: CursorUpdate[], waiters: (() => void)[]): Promise<void> {
     try {
       await this.opts.store.advanceDelivered(updates);
       deliveryMetrics.cursorFlushes.inc({ result: 'ok' });
+      for (const w of waiters) w();
     } catch (err) {
       deliveryMetrics.cursorFlushes.inc({ result: 'error' });
       this.opts.log.warn({ err, updates: updates.length }, 'delivered-cursor flush failed; retrying');
+      this.waiters.push(...waiters);
       for (const u of updates) this.add(u);
     }
   }

@@ -35,6 +35,13 @@ export interface Actor<M> {
   canPassivate(): boolean;
   /** Synchronous cleanup (timers). Called exactly once when the activation ends. */
   deactivated(reason: string): void;
+  /**
+   * Optional. When the activation is ended with a hand-off (`ActorHost.deactivate(.., handOff)`),
+   * called before `deactivated`: the external messages the actor accepted but has not answered
+   * (e.g. sends queued for, or in, a group commit), oldest first. From then on they are the
+   * hand-off's to answer; the actor must not answer them.
+   */
+  handBack?(): M[];
 }
 
 export interface ActorKindSpec<M> {
@@ -128,6 +135,8 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
   private draining = false;
   private stopped = false;
   private drainWaiters: (() => void)[] = [];
+  /** Activations being ended with a hand-off (see deactivate); a map, not a field per cell. */
+  private readonly handOffs = new Map<Cell<unknown>, (msgs: unknown[]) => void>();
 
   constructor(private readonly opts: HostOptions) {}
 
@@ -154,9 +163,16 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
    * Ends the activation of `kind/key` from outside (e.g. its directory lease was lost), exactly as its
    * own `ctx.deactivate` would: after the message running now; queued external messages go to a
    * fresh activation. A no-op when there is no activation.
+   *
+   * With `handOff`, nothing goes to a fresh activation here: the messages the actor hands back
+   * (Actor.handBack), then the mailbox's queued external messages, in order, are passed to
+   * `handOff` once the activation has ended (e.g. to be forwarded to the actor's new owner node).
    */
-  deactivate(kind: ActorKind, key: string, reason: string): void {
-    this.cells.get(kind)?.get(key)?.deactivate(reason);
+  deactivate<K extends ActorKind>(kind: K, key: string, reason: string, handOff?: (msgs: Msgs[K][]) => void): void {
+    const cell = this.cells.get(kind)?.get(key);
+    if (cell === undefined) return;
+    if (handOff !== undefined) this.handOffs.set(cell, handOff as (msgs: unknown[]) => void);
+    cell.deactivate(reason);
   }
 
   /** An activation of `kind/key` exists here (not counting a dormant record). */
@@ -298,18 +314,40 @@ export class ActorHost<Msgs extends Record<ActorKind, unknown>> {
    */
   finishCell<M>(cell: Cell<M>, reason: string): void {
     if (cell.gone) return;
+    const handOff = this.handOffs.get(cell as Cell<unknown>);
+    if (handOff !== undefined) this.handOffs.delete(cell as Cell<unknown>);
     const rest = this.remove(cell, reason);
+    let held: M[] = [];
+    if (handOff !== undefined) {
+      try {
+        held = cell.actor.handBack?.() ?? [];
+      } catch (err) {
+        this.opts.log.error({ err, kind: cell.kind }, 'actor hand-back threw');
+      }
+    }
     try {
       cell.actor.deactivated(reason);
     } catch (err) {
       this.opts.log.error({ err, kind: cell.kind }, 'actor deactivation threw');
     }
-    for (const e of rest) if (!e.self) this.tell(cell.kind, cell.key, e.msg as Msgs[ActorKind]);
+    if (handOff !== undefined) {
+      for (const e of rest) if (!e.self) held.push(e.msg);
+      if (held.length > 0) {
+        try {
+          handOff(held);
+        } catch (err) {
+          this.opts.log.error({ err, kind: cell.kind }, 'actor hand-off threw');
+        }
+      }
+    } else {
+      for (const e of rest) if (!e.self) this.tell(cell.kind, cell.key, e.msg as Msgs[ActorKind]);
+    }
     if (this.draining) this.wakeDrain();
   }
 
   private remove<M>(cell: Cell<M>, reason: string, passivation = true): MailboxEntry<M>[] {
     cell.gone = true;
+    this.handOffs.delete(cell as Cell<unknown>);
     if (cell.idleTimer !== null) this.opts.clock.clearTimer(cell.idleTimer);
     cell.idleTimer = null;
     this.cells.get(cell.kind)?.delete(cell.key);

@@ -3,7 +3,7 @@
  * `actor` thread frames (thread-frames.ts), so they are plain data: no functions, no class instances.
  * `self` messages are posted by an actor to its own system lane and never leave their thread.
  */
-import type { ConversationKind, MessageEntry, ReceiptKind } from '../protocol/client-frames.js';
+import type { ConversationKind, CreatableKind, MessageEntry, ReceiptKind, Role } from '../protocol/client-frames.js';
 import type { AppendResult } from '../store/types.js';
 import type { SessionRef } from './session.js';
 
@@ -21,6 +21,8 @@ export interface ConvSend {
   id: number;
   cmid: string;
   body: Uint8Array;
+  /** Media ids (send.media); absent when the send has none. */
+  media?: string[];
 }
 
 /**
@@ -46,6 +48,8 @@ export interface ConvCommitted {
   t: 'committed';
   results: AppendResult[];
   durationMs: number;
+  /** Membership rows of the batch's events could not be written (the activation ends and repairs). */
+  rowsFailed?: boolean;
 }
 
 /** Self: the in-flight group commit failed (`committed` holds the results of a committed prefix). */
@@ -58,7 +62,42 @@ export interface ConvCommitFailed {
   durationMs: number;
 }
 
-export type ConvMsg = ConvSend | ConvDelivered | ConvRead | ConvCommitted | ConvCommitFailed;
+/** A membership or metadata operation (the conversation actor checks the sender's role). */
+export type ConvOp =
+  | { op: 'create'; cmid: string; kind: CreatableKind; name?: string; avatar?: string; members: string[] }
+  | { op: 'add'; users: string[]; role: 'member' | 'admin' }
+  | { op: 'remove'; user: string }
+  | { op: 'role'; user: string; role: Role }
+  | { op: 'leave' }
+  | { op: 'join' }
+  | { op: 'meta'; name?: string; avatar?: string };
+
+/** A conv.create / member.* / conv.leave / conv.join / conv.meta request: answered `conv.ok` or `error`. */
+export interface ConvOpMsg {
+  t: 'op';
+  session: SessionRef;
+  id: number;
+  op: ConvOp;
+}
+
+/** A `members` request: answered `members.page` or `error`. */
+export interface ConvMembersMsg {
+  t: 'members';
+  session: SessionRef;
+  id: number;
+  after?: string;
+  limit: number;
+}
+
+/** A `receipts` request (groups): answered `receipts.state` or `error`. */
+export interface ConvReceiptsMsg {
+  t: 'receipts';
+  session: SessionRef;
+  id: number;
+  seq: number;
+}
+
+export type ConvMsg = ConvSend | ConvDelivered | ConvRead | ConvCommitted | ConvCommitFailed | ConvOpMsg | ConvMembersMsg | ConvReceiptsMsg;
 
 // ---- user actor --------------------------------------------------------------------------------
 
@@ -88,6 +127,11 @@ export interface UserDack {
   session: SessionRef;
   conv: string;
   seq: number;
+  /**
+   * The session's shard already queued the cursor write (a channel the socket follows): clear the
+   * device's pending deliveries only, do not forward to the conversation actor.
+   */
+  stored?: true;
 }
 
 /**
@@ -101,6 +145,8 @@ export interface UserReceipt {
   user: string;
   device: string;
   seq: number;
+  /** With user '*': every member of the group has received or read up to seq. */
+  all?: true;
 }
 
 /** Self: a device's retry timer fired. */

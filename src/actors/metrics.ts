@@ -86,6 +86,17 @@ export const convMetrics = {
     buckets: fastBuckets,
     registers,
   }),
+  ops: new Counter({
+    name: 'ticks_conv_ops_total',
+    help: 'Group/channel operations (create, add, remove, role, leave, join, meta) by outcome (ok or the error code returned).',
+    labelNames: ['op', 'result'] as const,
+    registers,
+  }),
+  repairs: new Counter({
+    name: 'ticks_conv_member_repairs_total',
+    help: 'Activations that found the pending-rows marker and replayed membership events onto the member rows.',
+    registers,
+  }),
 };
 
 export const deliveryMetrics = {

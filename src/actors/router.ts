@@ -23,7 +23,7 @@ import { errorFor } from './answers.js';
 import { actorMetrics, convMetrics } from './metrics.js';
 import type { ConnectionSink, PushResult, SessionRef } from './session.js';
 import type { ShardLink } from './shard-link.js';
-import { decodeThreadFrame, encodeThreadFrame, type ThreadFrame } from './thread-frames.js';
+import { decodeThreadFrame, encodeThreadFrame, type ChannelThreadFrame, type ThreadFrame } from './thread-frames.js';
 
 /** A push to a socket on another shard: handed to the link, outcome unknown here. */
 export type RoutedPushResult = PushResult | 'remote';
@@ -65,6 +65,26 @@ export class Router {
   private onAttached: (conn: SessionRef) => void = () => {};
   /** Cross-node routing; null for a single node without a directory (actor-layer tests). */
   private cluster: ClusterRoutes | null = null;
+  /** Live channel delivery (src/cluster/channel-delivery.ts); null: channel frames are dropped. */
+  private channelFrames: ((frame: ChannelThreadFrame) => void) | null = null;
+
+  /** Plugs in the handler of `channel` and `chsub` frames (from the link or the bus). */
+  useChannels(handler: (frame: ChannelThreadFrame) => void): void {
+    this.channelFrames = handler;
+  }
+
+  get shard(): number {
+    return this.opts.shard;
+  }
+
+  get shardCount(): number {
+    return this.opts.shardCount;
+  }
+
+  /** Posts a thread frame to another shard of this node over the ShardLink (at-most-once). */
+  postToShard(shard: number, frame: ThreadFrame): void {
+    this.post(shard, frame);
+  }
 
   /** Plugs in cross-node routing (before any message is routed). */
   useCluster(cluster: ClusterRoutes): void {
@@ -123,9 +143,13 @@ export class Router {
     return this.localHost().isActive('conv', key);
   }
 
-  /** Ends the local activation of `key` (its lease was lost); queued messages are re-routed by the host. */
-  deactivateConv(key: string, reason: string): void {
-    this.localHost().deactivate('conv', key, reason);
+  /**
+   * Ends the local activation of `key` (its lease was lost). Without `handOff` queued messages go to
+   * a fresh local activation; with it, the messages the activation held (sends queued for or in its
+   * group commit, then its mailbox) are passed to `handOff` instead, to be routed to the new owner.
+   */
+  deactivateConv(key: string, reason: string, handOff?: (msgs: ConvMsg[]) => void): void {
+    this.localHost().deactivate('conv', key, reason, handOff);
   }
 
   /**
@@ -201,6 +225,10 @@ export class Router {
         return;
       case 'attached':
         this.onAttached(frame.conn);
+        return;
+      case 'channel':
+      case 'chsub':
+        this.channelFrames?.(frame);
         return;
       default: {
         const never: never = frame;

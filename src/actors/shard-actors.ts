@@ -17,10 +17,12 @@ import type { ActorsConfig } from '../config/schema.js';
 import type { ClientFrame, PresenceSubFrame, PresenceUnsubFrame, ServerFrame, SyncFrame, TypingFrame } from '../protocol/client-frames.js';
 import { CLOSE, CLOSE_REASONS } from '../protocol/codes.js';
 import { directConversationId } from '../protocol/ids.js';
+import { sendMediaRefs, type SendMediaRefs } from '../media/send-refs.js';
 import type { Store } from '../store/store.js';
 import { errorFor, rejectCode } from './answers.js';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
-import { ConversationActor } from './conversation-actor.js';
+import type { ChannelFanout, ChannelSessions } from './channel-fanout.js';
+import { ConversationActor, createdConversationId } from './conversation-actor.js';
 import { confirmRead } from './conversation-receipts.js';
 import { CursorBatcher } from './cursor-batcher.js';
 import { ClockEpochSource, type EpochSource } from './epochs.js';
@@ -60,6 +62,21 @@ export interface ShardActorsOptions {
   wake?: UserDeps['wake'];
   /** The offline-flush gate for sync rounds (SyncDeps.flush); absent: no pacing. */
   flush?: SyncDeps['flush'];
+  /**
+   * Media references of sends (src/media/send-refs.ts, ConversationDeps.media): the shard composition
+   * passes one built on the node's MediaIndex (or on null when media is disabled, so that sends with
+   * media ids are refused). Absent (actor-layer tests): sends with media ids are refused the same way.
+   */
+  media?: SendMediaRefs;
+  /** groups.maxMembers (ConversationDeps.maxMembers); default 1024. */
+  maxGroupMembers?: number;
+  /** Live delivery of channel posts (ConversationDeps.channels); absent: per-member delivery. */
+  channelFanout?: ChannelFanout;
+  /**
+   * Channel topics of this shard's sockets (src/cluster/channel-delivery.ts): a session's first sync
+   * waits until its socket follows the user's channels, so nothing falls between sync and live.
+   */
+  channelSessions?: ChannelSessions;
   /**
    * Cluster mode: a send still unanswered after this long (its conversation's owner node died with
    * it, or the frame was lost between nodes) is answered `cluster_unavailable`, so the client
@@ -135,6 +152,32 @@ interface LocalSession {
   reads: number[] | null;
 }
 
+/** The conversation actor's message for a group/channel request frame. */
+function convRequest(s: SessionRef, f: Exclude<Extract<ClientFrame, { id: number }>, { t: 'send' | 'sync' | 'history' | 'ping' | 'presence.sub' }>): ConvMsg {
+  const session = s;
+  const id = f.id;
+  switch (f.t) {
+    case 'conv.create':
+      return { t: 'op', session, id, op: { op: 'create', cmid: f.cmid, kind: f.kind, members: f.members ?? [], ...(f.name === undefined ? {} : { name: f.name }), ...(f.avatar === undefined ? {} : { avatar: f.avatar }) } };
+    case 'member.add':
+      return { t: 'op', session, id, op: { op: 'add', users: f.users, role: f.role ?? 'member' } };
+    case 'member.remove':
+      return { t: 'op', session, id, op: { op: 'remove', user: f.user } };
+    case 'member.role':
+      return { t: 'op', session, id, op: { op: 'role', user: f.user, role: f.role } };
+    case 'conv.leave':
+      return { t: 'op', session, id, op: { op: 'leave' } };
+    case 'conv.join':
+      return { t: 'op', session, id, op: { op: 'join' } };
+    case 'conv.meta':
+      return { t: 'op', session, id, op: { op: 'meta', ...(f.name === undefined ? {} : { name: f.name }), ...(f.avatar === undefined ? {} : { avatar: f.avatar }) } };
+    case 'members':
+      return { t: 'members', session, id, limit: f.limit, ...(f.after === undefined ? {} : { after: f.after }) };
+    case 'receipts':
+      return { t: 'receipts', session, id, seq: f.seq };
+  }
+}
+
 export function createShardActors(o: ShardActorsOptions): ShardActors {
   const clock = o.clock ?? systemClock;
   const log = o.log ?? silentLog;
@@ -148,7 +191,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
   // of that read (confirmRead): it clears the read and is not sent to the client.
   const sink: ConnectionSink<ServerFrame> = {
     push(conn, frame) {
-      if ((frame.t === 'sent' || frame.t === 'error') && frame.id !== undefined) {
+      if ((frame.t === 'sent' || frame.t === 'error' || frame.t === 'conv.ok' || frame.t === 'members.page' || frame.t === 'receipts.state') && frame.id !== undefined) {
         const local = sessions.get(conn.connId);
         if (local?.sends && sameSession(local.ref, conn)) {
           local.sends.delete(frame.id);
@@ -174,6 +217,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
     clock,
     log,
   });
+  const media = o.media ?? sendMediaRefs(null);
   const cursors = new CursorBatcher({ store, clock, log, flushMs: cfg.cursorFlushMs });
   const syncDeps: SyncDeps = {
     store,
@@ -201,12 +245,12 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
   let draining: Promise<void> | null = null;
 
   const convSpec: ActorKindSpec<ConvMsg> = {
-    create: (ctx) => new ConversationActor(ctx, { store, router, cursors, epochs, clock, log, maxCommitBatch: cfg.maxCommitBatch, maxQueuedSends: cfg.mailboxCapacity }),
+    create: (ctx) => new ConversationActor(ctx, { store, router, cursors, epochs, clock, log, maxCommitBatch: cfg.maxCommitBatch, maxQueuedSends: cfg.mailboxCapacity, media, ...(o.maxGroupMembers === undefined ? {} : { maxMembers: o.maxGroupMembers }), ...(o.channelFanout === undefined ? {} : { channels: o.channelFanout }) }),
     lane: (m) => (m.t === 'committed' || m.t === 'commit_failed' ? 'system' : 'user'),
     reject: (_key, m, reason, cause) => {
       // A draining node's `shutting_down` tells a client to wait for its reconnect; a sender on
       // another node is not being disconnected, so it gets the retry-now code instead.
-      const remote = (m.t === 'send' || m.t === 'read' || m.t === 'delivered') && m.session.node !== o.nodeId;
+      const remote = 'session' in m && m.session.node !== o.nodeId;
       const code = remote && reason === 'shutting_down' ? 'cluster_unavailable' : rejectCode(reason, cause);
       switch (m.t) {
         case 'send':
@@ -219,6 +263,11 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
           return;
         case 'delivered':
           router.push(m.session, errorFor(code));
+          return;
+        case 'op':
+        case 'members':
+        case 'receipts':
+          router.push(m.session, errorFor(code, m.id));
           return;
         case 'committed':
         case 'commit_failed':
@@ -303,10 +352,19 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
         const conv = f.to !== undefined ? directConversationId(s.user, f.to) : f.conv;
         const local = sessions.get(s.connId);
         if (local !== undefined && sameSession(local.ref, s)) (local.sends ??= new Map()).set(f.id, router.shardOf(conv));
-        router.tell('conv', conv, { t: 'send', session: s, id: f.id, cmid: f.cmid, body: f.body });
+        router.tell('conv', conv, f.media !== undefined && f.media.length > 0 ? { t: 'send', session: s, id: f.id, cmid: f.cmid, body: f.body, media: f.media } : { t: 'send', session: s, id: f.id, cmid: f.cmid, body: f.body });
         return;
       }
       case 'dack':
+        // A followed channel: the cursor is written from here (cursors are monotonic, so order
+        // does not matter). Membership is the socket's subscription; there is no head check, so a
+        // device that dacks beyond the head only makes its own next sync skip those seqs. The user
+        // actor still gets it to clear pending deliveries (a poster's own other devices).
+        if (f.seq > 0 && o.channelSessions?.follows(s, f.conv) === true) {
+          cursors.add({ userId: s.user, deviceId: s.device, conversationId: f.conv, seq: f.seq });
+          router.tell('user', s.user, { t: 'dack', session: s, conv: f.conv, seq: f.seq, stored: true });
+          return;
+        }
         router.tell('user', s.user, { t: 'dack', session: s, conv: f.conv, seq: f.seq });
         return;
       case 'read': {
@@ -336,6 +394,27 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
       case 'ping':
         router.push(s, { t: 'pong', id: f.id });
         return;
+      case 'conv.create':
+      case 'member.add':
+      case 'member.remove':
+      case 'member.role':
+      case 'conv.leave':
+      case 'conv.join':
+      case 'conv.meta':
+      case 'members':
+      case 'receipts': {
+        // Answered by conv.ok / members.page / receipts.state or error: counted as unanswered like a
+        // send, so a crash of the conversation's shard closes the session (shardRestarted).
+        const conv = f.t === 'conv.create' ? createdConversationId(s.user, f.kind, f.cmid) : f.conv;
+        if (draining !== null && f.t !== 'members' && f.t !== 'receipts') {
+          router.push(s, errorFor('shutting_down', f.id));
+          return;
+        }
+        const local = sessions.get(s.connId);
+        if (local !== undefined && sameSession(local.ref, s)) (local.sends ??= new Map()).set(f.id, router.shardOf(conv));
+        router.tell('conv', conv, convRequest(s, f));
+        return;
+      }
       case 'presence.sub':
       case 'presence.unsub':
       case 'typing':
@@ -359,7 +438,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
 
   const handler: SessionHandler<ClientFrame> = {
     opened(s) {
-      const local: LocalSession = { ref: s, attached: false, gates: o.cluster === undefined ? 1 : 2, syncing: false, waitingSync: null, attachTimer: null, sends: null, reads: null };
+      const local: LocalSession = { ref: s, attached: false, gates: (o.cluster === undefined ? 1 : 2) + (o.channelSessions === undefined ? 0 : 1), syncing: false, waitingSync: null, attachTimer: null, sends: null, reads: null };
       sessions.set(s.connId, local);
       local.attachTimer = clock.setTimer(attachTimeoutMs, () => {
         local.attachTimer = null;
@@ -370,6 +449,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
       router.tell('user', s.user, { t: 'attach', session: s });
       if (o.cluster !== undefined) void o.cluster.sessionOpened(s).then(() => passGate(local));
       o.presence?.opened(s);
+      if (o.channelSessions !== undefined) void o.channelSessions.opened(s).then(() => passGate(local));
       // Register the device (upsert, keeps its push token) so receipts can count the user's devices.
       // Best effort: failing it loses nothing but a device from the peers' delivered state.
       store.putDevice({ userId: s.user, deviceId: s.device, platform: 'other', createdAtMs: clock.now() }).catch((err: unknown) => {
@@ -394,6 +474,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
       router.tell('user', s.user, { t: 'detach', session: s });
       o.cluster?.sessionClosed(s);
       o.presence?.closed(s);
+      o.channelSessions?.closed(s);
     },
     drain,
   };

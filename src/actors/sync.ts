@@ -11,6 +11,7 @@
  * conversation) go out as `sync.batch` (with `expired`/`retainedFrom` when retention removed part
  * of the range: an explicit gap, never a silent one), then one `synced` with the heads the round
  * started from, the user's read cursors, the peer receipts of direct conversations in the round,
+ * the unread badges (src/store/unread.ts: head minus read cursor, per conversation and in total),
  * and `more` when a conversation had more than `limit`.
  *
  * Offline flush: before a round takes its read slot, its backlog (head minus cursor, summed over the
@@ -29,8 +30,10 @@ import {
 import { parseDirectConversationId } from '../protocol/ids.js';
 import type { Store } from '../store/store.js';
 import type { StoredMessage, UserConversation } from '../store/types.js';
+import { unreadOf } from '../store/unread.js';
 import { backlogOf, type FlushRequest } from '../jobs/flush.js';
 import { errorCodeOf, errorFor } from './answers.js';
+import { decodeSys, SYS_DEVICE } from './conversation-ops.js';
 import type { ActorLog } from './log.js';
 import { syncMetrics } from './metrics.js';
 import type { Router } from './router.js';
@@ -77,7 +80,13 @@ export class ConcurrencyLimit {
 
 export function toEntry(m: StoredMessage, viewer: string): MessageEntry {
   const e: MessageEntry = { seq: m.seq, mid: m.messageId, from: m.senderUser, fdev: m.senderDevice, body: m.body, ts: m.sentAtMs };
-  if (m.senderUser === viewer) e.cmid = m.clientMsgId;
+  // A membership/metadata event (conversation-ops.ts): its msgpack body becomes `sys`.
+  const sys = m.senderDevice === SYS_DEVICE ? decodeSys(m.body) : null;
+  if (sys !== null) {
+    e.sys = sys;
+    e.body = new Uint8Array(0);
+  } else if (m.senderUser === viewer) e.cmid = m.clientMsgId;
+  if (m.media !== undefined) e.media = m.media;
   return e;
 }
 
@@ -148,7 +157,9 @@ async function syncRound(
   }
   const readMap: Record<string, number> = {};
   for (const r of reads) readMap[r.conversationId] = r.seq;
-  const synced = { t: 'synced' as const, id: frame.id, heads, reads: readMap, more, peers };
+  // Badges from the same heads and read cursors as the round (the push badge counts the same way).
+  const unread = unreadOf(convs, reads);
+  const synced = { t: 'synced' as const, id: frame.id, heads, reads: readMap, more, peers, unread: unread.perConversation, unreadTotal: unread.total };
   return pushed(router.push(session, synced)) ? 'ok' : 'closed';
 }
 

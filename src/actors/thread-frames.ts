@@ -16,9 +16,14 @@
  * - `users`    (bus only) messages for the node-local user actors of several users, one frame per
  *              (fan-out, node): `items[i].msg` goes to every user in `items[i].users` on the receiving
  *              node, which does not fan out further.
+ * - `channel`  new posts of a broadcast channel for the uWS topic `ch:<conv>` of the receiving shard
+ *              (src/cluster/channel-delivery.ts). `fwd`: the receiver is its node's entry point (one
+ *              bus publish per node) and hands the frame on to every other shard of its node.
+ * - `chsub`    subscribe (`joined`) or unsubscribe the socket `conn` of the receiving shard to the
+ *              topic of channel `conv` (a join or leave; the session registry found the socket).
  */
 import { Packr, Unpackr } from 'msgpackr';
-import type { ServerFrame } from '../protocol/client-frames.js';
+import type { MessageEntry, ServerFrame } from '../protocol/client-frames.js';
 import type { ConvMsg, UserMsg } from './messages.js';
 import type { SessionRef } from './session.js';
 
@@ -34,7 +39,13 @@ export type ThreadFrame =
   | (Versioned & { t: 'push'; conn: SessionRef; frame: ServerFrame })
   | (Versioned & { t: 'close'; conn: SessionRef; code: number; reason: string })
   | (Versioned & { t: 'attached'; conn: SessionRef })
-  | (Versioned & { t: 'users'; items: UserBatchItem[] });
+  | (Versioned & { t: 'users'; items: UserBatchItem[] })
+  | ChannelThreadFrame;
+
+/** The frames of live channel delivery (src/cluster/channel-delivery.ts). */
+export type ChannelThreadFrame =
+  | (Versioned & { t: 'channel'; conv: string; msgs: MessageEntry[]; fwd?: true })
+  | (Versioned & { t: 'chsub'; conn: SessionRef; conv: string; joined: boolean });
 
 /** One message for the local user actors of `users` (a `users` frame). */
 export interface UserBatchItem {
@@ -43,7 +54,7 @@ export interface UserBatchItem {
 }
 
 export type ThreadFrameType = ThreadFrame['t'];
-export const THREAD_FRAME_TYPES: readonly ThreadFrameType[] = ['actor', 'push', 'close', 'attached', 'users'];
+export const THREAD_FRAME_TYPES: readonly ThreadFrameType[] = ['actor', 'push', 'close', 'attached', 'users', 'channel', 'chsub'];
 
 export class ThreadFrameError extends Error {
   constructor(message: string) {

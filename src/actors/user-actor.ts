@@ -153,7 +153,9 @@ export class UserActor implements Actor<UserMsg> {
       for (const e of m.msgs) {
         if (e.from === me && e.fdev === d.id) continue;
         const frame: MsgFrame = { t: 'msg', conv: m.conv, kind: m.kind, seq: e.seq, mid: e.mid, from: e.from, fdev: e.fdev, body: e.body, ts: e.ts };
-        if (e.from === me) frame.cmid = e.cmid;
+        if (e.sys !== undefined) frame.sys = e.sys;
+        else if (e.from === me) frame.cmid = e.cmid;
+        if (e.media !== undefined) frame.media = e.media;
         if (!this.push(d, frame)) break;
       }
     }
@@ -200,7 +202,7 @@ export class UserActor implements Actor<UserMsg> {
         this.arm(d);
       }
     }
-    this.deps.router.tell('conv', m.conv, { t: 'delivered', session: m.session, seq: m.seq });
+    if (m.stored !== true) this.deps.router.tell('conv', m.conv, { t: 'delivered', session: m.session, seq: m.seq });
   }
 
   private onReceipt(m: UserReceipt): void {
@@ -208,7 +210,8 @@ export class UserActor implements Actor<UserMsg> {
       // A read made on one of this user's devices is news for the others only.
       if (m.user === this.ctx.key && m.device === d.id) continue;
       const frame: ReceiptFrame = { t: 'receipt', conv: m.conv, kind: m.kind, user: m.user, seq: m.seq };
-      if (m.kind === 'delivered') frame.device = m.device;
+      if (m.all === true) frame.all = true;
+      else if (m.kind === 'delivered') frame.device = m.device;
       const r = this.deps.router.push(d.session, frame);
       if (r === 'closed' || r === 'overflow') this.drop(d);
     }

@@ -1,4 +1,4 @@
-import type { ConversationKind, HelloFrame, MessageEntry, ReceiptKind, SentFrame, ServerFrame, SyncedFrame } from '../protocol/client-frames.js';
+import type { ConversationKind, HelloFrame, MemberEntry, MessageEntry, ReceiptKind, Role, SentFrame, ServerFrame, SyncedFrame } from '../protocol/client-frames.js';
 import { CLIENT_MSG_ID_PATTERN, MAX_PAGE_LIMIT } from '../protocol/client-frames.js';
 import { isConversationId, isUserId } from '../protocol/ids.js';
 import { AckBatcher } from './acks.js';
@@ -9,6 +9,7 @@ import { MemoryOutboxStorage, newClientMessageId, Outbox, type OutboxStorage } f
 import { ReceiptBook, type ConversationReceipts } from './receipts.js';
 import { Receiver, toMessage } from './receiver.js';
 import { DEFAULT_BACKOFF, systemClock, type BackoffOptions, type Clock } from './timing.js';
+import type { ConvOpRequest } from './session.js';
 import type { TransportOptions } from './transport.js';
 import { ClientError, type ClientEvents, type ClientState, type Message, type MessageSource, type SendResult } from './types.js';
 
@@ -68,6 +69,42 @@ export interface HistoryPage {
   expired: boolean;
 }
 
+/** A group/channel operation's result: the conversation and its event's seq (0: nothing written). */
+export interface ConvResult {
+  conv: string;
+  seq: number;
+}
+
+export interface CreateOptions {
+  name?: string;
+  /** A media id (upload the image first). */
+  avatar?: string;
+  /** Initial members besides the creator (at most 256). */
+  members?: string[];
+  /** Idempotency key of the creation; default a fresh one. Retrying with it returns the same conversation. */
+  cmid?: string;
+}
+
+export interface MembersPage {
+  conv: string;
+  members: MemberEntry[];
+  /** `after` for the next page; null on the last page. */
+  next: string | null;
+}
+
+/** Who of a group's members received and read a seq, and up to where all of them did. */
+export interface ReceiptsState {
+  conv: string;
+  seq: number;
+  delivered: string[];
+  read: string[];
+  deliveredAll: number;
+  readAll: number;
+}
+
+/** Attempts of a group/channel request on retryable errors (they are idempotent). */
+const CONV_REQUEST_ATTEMPTS = 5;
+
 // Room left beside the outbox's sends for sync, history and ping within maxInflightRequests.
 const RESERVED_REQUESTS = 4;
 
@@ -86,12 +123,14 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
   readonly #outbox: Outbox;
   readonly #catchUp: CatchUp;
   readonly #acks: AckBatcher;
+  readonly #clock: Clock;
   #hello: HelloFrame | undefined;
   #started = false;
 
   constructor(o: ClientOptions) {
     super();
     const clock = o.clock ?? systemClock;
+    this.#clock = clock;
     const random = o.random ?? Math.random;
     const backoff: BackoffOptions = { ...DEFAULT_BACKOFF, ...o.backoff };
     this.#receiver = new Receiver(
@@ -244,6 +283,83 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
     return { conv, messages: page.msgs.map((e) => toMessage(conv, kind, e, 'history')), next: page.next, expired: page.expired };
   }
 
+  // ---- groups and channels (docs/PROTOCOL.md 3.7) -----------------------------------------------
+
+  /** Creates a group; this user is its owner. Idempotent on `opts.cmid`. */
+  createGroup(opts: CreateOptions = {}): Promise<ConvResult> {
+    return this.#create('group', opts);
+  }
+  /** Creates a broadcast channel (only owners and admins post; anyone may join). */
+  createChannel(opts: CreateOptions = {}): Promise<ConvResult> {
+    return this.#create('channel', opts);
+  }
+  /** Adds users (owners may add admins; admins add members). Users already members are skipped. */
+  addMembers(conv: string, users: string[], role?: 'member' | 'admin'): Promise<ConvResult> {
+    return this.#convRequest(role === undefined ? { t: 'member.add', conv, users } : { t: 'member.add', conv, users, role });
+  }
+  removeMember(conv: string, user: string): Promise<ConvResult> {
+    return this.#convRequest({ t: 'member.remove', conv, user });
+  }
+  setRole(conv: string, user: string, role: Role): Promise<ConvResult> {
+    return this.#convRequest({ t: 'member.role', conv, user, role });
+  }
+  /** Leaves a group or unsubscribes from a channel. */
+  leave(conv: string): Promise<ConvResult> {
+    return this.#convRequest({ t: 'conv.leave', conv });
+  }
+  /** Subscribes to a channel. */
+  join(conv: string): Promise<ConvResult> {
+    return this.#convRequest({ t: 'conv.join', conv });
+  }
+  setMeta(conv: string, meta: { name?: string; avatar?: string }): Promise<ConvResult> {
+    return this.#convRequest({ t: 'conv.meta', conv, ...(meta.name === undefined ? {} : { name: meta.name }), ...(meta.avatar === undefined ? {} : { avatar: meta.avatar }) });
+  }
+  /** One page of members, ordered by user id. */
+  async members(conv: string, opts: { after?: string; limit?: number } = {}): Promise<MembersPage> {
+    const limit = Math.min(Math.max(Math.floor(opts.limit ?? 100), 1), MAX_PAGE_LIMIT);
+    const page = await this.#retrying(async () => (await this.#conn.whenOpen()).request(opts.after === undefined ? { t: 'members', conv, limit } : { t: 'members', conv, limit, after: opts.after }));
+    return { conv, members: page.members, next: page.next };
+  }
+  /** Groups: who received and read `seq`, and up to where every member did. */
+  async receiptsState(conv: string, seq: number): Promise<ReceiptsState> {
+    const s = await this.#retrying(async () => (await this.#conn.whenOpen()).request({ t: 'receipts', conv, seq }));
+    return { conv, seq: s.seq, delivered: s.delivered, read: s.read, deliveredAll: s.deliveredAll, readAll: s.readAll };
+  }
+
+  #create(kind: 'group' | 'channel', opts: CreateOptions): Promise<ConvResult> {
+    const cmid = opts.cmid ?? newClientMessageId();
+    if (!CLIENT_MSG_ID_PATTERN.test(cmid)) throw new ClientError('invalid_field', 'cmid must be 1 to 64 printable ASCII characters without space', { retryable: false, field: 'cmid' });
+    return this.#convRequest({
+      t: 'conv.create',
+      cmid,
+      kind,
+      ...(opts.name === undefined ? {} : { name: opts.name }),
+      ...(opts.avatar === undefined ? {} : { avatar: opts.avatar }),
+      ...(opts.members === undefined ? {} : { members: opts.members }),
+    });
+  }
+
+  async #convRequest(frame: ConvOpRequest): Promise<ConvResult> {
+    const ok = await this.#retrying(async () => (await this.#conn.whenOpen()).request(frame));
+    return { conv: ok.conv, seq: ok.seq };
+  }
+
+  /**
+   * Runs a request again after a retryable error (the connection dropped, storage or the cluster
+   * was briefly unavailable), with backoff: group/channel operations are idempotent (a repeated
+   * add, remove or role change writes nothing; a repeated create has the same cmid).
+   */
+  async #retrying<T>(run: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await run();
+      } catch (err) {
+        if (!(err instanceof ClientError) || !err.retryable || attempt >= CONV_REQUEST_ATTEMPTS) throw err;
+        await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, 250 * 2 ** (attempt - 1)));
+      }
+    }
+  }
+
   /** The highest seq this device holds contiguously in `conv` (undefined: not known yet). */
   cursor(conv: string): number | undefined {
     return this.#receiver.peek(conv)?.have;
@@ -270,6 +386,8 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
       case 'msg':
         return this.#feed(frame.conv, frame.kind, frame, 'live');
       case 'receipt':
+        // Groups' "delivered to all" / "read by all": not a peer's cursor.
+        if (frame.all === true) return this.emit('receipt', { conv: frame.conv, kind: frame.kind, user: frame.user, seq: frame.seq, all: true, source: 'live' });
         return this.#receipt(frame.conv, frame.kind, frame.user, frame.seq, 'live', frame.device);
       case 'error':
         // An error without a request id is about a dack or read (they have no id); a retryable one

@@ -2,7 +2,7 @@
  * The ticks client SDK (browser-safe entry). On Node the `ws` package is used by default; in a
  * browser the global WebSocket.
  */
-export { TicksClient, type ClientOptions, type HistoryPage, type SendTarget } from './client.js';
+export { TicksClient, type ClientOptions, type ConvResult, type CreateOptions, type HistoryPage, type MembersPage, type ReceiptsState, type SendTarget } from './client.js';
 export type { TokenSource } from './connection.js';
 export { TypedEmitter, type Listener } from './emitter.js';
 export { MemoryOutboxStorage, newClientMessageId, type OutboxRecord, type OutboxStorage } from './outbox.js';

@@ -63,6 +63,8 @@ class RecentIds {
 export function toMessage(conv: string, kind: ConversationKind | undefined, e: MessageEntry, source: MessageSource): Message {
   const m: Message = { conv, kind, seq: e.seq, mid: e.mid, from: e.from, fdev: e.fdev, body: e.body, ts: e.ts, source };
   if (e.cmid !== undefined) m.cmid = e.cmid;
+  if (e.sys !== undefined) m.sys = e.sys;
+  if (e.media !== undefined) m.media = e.media;
   return m;
 }
 

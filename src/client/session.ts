@@ -1,6 +1,12 @@
 import type {
   ClientFrame,
+  ConvOkFrame,
+  ConvOpFrame,
   DackFrame,
+  MembersFrame,
+  MembersPageFrame,
+  ReceiptsFrame,
+  ReceiptsStateFrame,
   HelloFrame,
   HistoryFrame,
   HistoryPageFrame,
@@ -30,10 +36,25 @@ type WithoutId<F> = F extends unknown ? Omit<F, 'id'> : never;
 export type SendRequest = WithoutId<SendFrame>;
 export type SyncRequest = WithoutId<SyncFrame>;
 export type HistoryRequest = WithoutId<HistoryFrame>;
-export type RequestFrame = SendRequest | SyncRequest | HistoryRequest | WithoutId<PingFrame>;
+export type ConvOpRequest = WithoutId<ConvOpFrame>;
+export type RequestFrame = SendRequest | SyncRequest | HistoryRequest | WithoutId<PingFrame> | ConvOpRequest | WithoutId<MembersFrame> | WithoutId<ReceiptsFrame>;
 
 /** The answer frame type of each request type. */
-const ANSWER = { send: 'sent', sync: 'synced', history: 'history.page', ping: 'pong' } as const;
+const ANSWER = {
+  send: 'sent',
+  sync: 'synced',
+  history: 'history.page',
+  ping: 'pong',
+  'conv.create': 'conv.ok',
+  'member.add': 'conv.ok',
+  'member.remove': 'conv.ok',
+  'member.role': 'conv.ok',
+  'conv.leave': 'conv.ok',
+  'conv.join': 'conv.ok',
+  'conv.meta': 'conv.ok',
+  members: 'members.page',
+  receipts: 'receipts.state',
+} as const satisfies Record<RequestFrame['t'], ServerFrame['t']>;
 
 export interface SessionHooks {
   hello(hello: HelloFrame): void;
@@ -113,6 +134,9 @@ export class Session {
   request(frame: SyncRequest, progress: (batch: SyncBatchFrame) => void): Promise<SyncedFrame>;
   request(frame: HistoryRequest): Promise<HistoryPageFrame>;
   request(frame: WithoutId<PingFrame>): Promise<PongFrame>;
+  request(frame: ConvOpRequest): Promise<ConvOkFrame>;
+  request(frame: WithoutId<MembersFrame>): Promise<MembersPageFrame>;
+  request(frame: WithoutId<ReceiptsFrame>): Promise<ReceiptsStateFrame>;
   request(frame: RequestFrame, progress?: (batch: SyncBatchFrame) => void): Promise<ServerFrame> {
     return new Promise((resolve, reject) => {
       if (this.#ended) return reject(new ClientError(PROTOCOL, 'session ended', { retryable: true }));

@@ -1,5 +1,5 @@
 import { TicksError } from '../lib/errors.js';
-import type { ConversationKind, HelloFrame, ReceiptKind } from '../protocol/client-frames.js';
+import type { ConversationKind, HelloFrame, ReceiptKind, SysEvent } from '../protocol/client-frames.js';
 
 /**
  * Public types of the client SDK: what the app receives in events and from calls. Pure types plus
@@ -24,6 +24,13 @@ export interface Message {
   ts: number;
   /** The sender's client message id; present only on the sending user's own messages. */
   cmid?: string;
+  /**
+   * A membership/metadata event of a group or channel (who was added, removed, left, changed role,
+   * renamed): it holds a seq like a message, `body` is empty. Replay them to know the members.
+   */
+  sys?: SysEvent;
+  /** Media ids the message refers to. */
+  media?: string[];
   source: MessageSource;
 }
 
@@ -53,6 +60,8 @@ export interface ReceiptEvent {
   /** For `delivered` receipts from a live frame: the device that acked. */
   device?: string;
   seq: number;
+  /** Groups: with `user` `'*'`, every member has received (or read) up to `seq`. */
+  all?: true;
   /** `live`: a receipt frame; `sync`: state learned from `synced.peers` or `synced.reads`. */
   source: 'live' | 'sync';
 }

@@ -12,6 +12,8 @@
  */
 import type { ClusterConfig } from '../config/schema.js';
 import type { Bus } from './bus/bus.js';
+import type { ChannelInterest } from './channels/interest.js';
+import { MemoryChannelInterest } from './channels/memory-interest.js';
 import { MemoryBus, MemoryBusHub } from './bus/memory-bus.js';
 import type { Directory } from './directory/directory.js';
 import { MemoryDirectory } from './directory/memory-directory.js';
@@ -26,6 +28,8 @@ export interface ShardCluster {
   bus: Bus;
   sessions: SessionRegistry;
   presence: Presence;
+  /** Which threads follow which broadcast channels (src/cluster/channel-delivery.ts). */
+  channels: ChannelInterest;
   /** Closes the bus and the Redis connections. Idempotent. */
   close(): Promise<void>;
 }
@@ -51,6 +55,8 @@ export async function createShardCluster(cfg: ClusterConfig, opts: ShardClusterO
       bus,
       sessions: opts.embeddedSessions?.() ?? new MemorySessions(),
       presence,
+      // Unused by an embedded node (one node: every post goes to all its shards); tests share one.
+      channels: new MemoryChannelInterest(),
       close: async () => {
         await presence.close();
         await bus.close();
@@ -58,12 +64,13 @@ export async function createShardCluster(cfg: ClusterConfig, opts: ShardClusterO
     };
   }
   // Loaded only in cluster mode: embedded nodes (and every restarted shard thread) skip ioredis.
-  const [{ RedisBus, closeRedis }, { RedisDirectory }, { createRedis }, { createRedisPresence }, { RedisSessions }] = await Promise.all([
+  const [{ RedisBus, closeRedis }, { RedisDirectory }, { createRedis }, { createRedisPresence }, { RedisSessions }, { RedisChannelInterest }] = await Promise.all([
     import('./bus/redis-bus.js'),
     import('./directory/redis-directory.js'),
     import('./redis-client.js'),
     import('./presence/redis-presence.js'),
     import('./sessions/redis-sessions.js'),
+    import('./channels/redis-interest.js'),
   ]);
   const url = cfg.redisUrl;
   const keyPrefix = cfg.keyPrefix;
@@ -71,6 +78,8 @@ export async function createShardCluster(cfg: ClusterConfig, opts: ShardClusterO
   const sessRedis = createRedis({ url, keyPrefix, name: 'sessions' });
   const directory = new RedisDirectory({ redis: dirRedis, leaseMs: cfg.leaseMs });
   const sessions = new RedisSessions({ redis: sessRedis });
+  // Channel interest shares the session registry's connection: both are small soft-state scripts.
+  const channels = new RedisChannelInterest({ redis: sessRedis });
   const bus = new RedisBus({ url, keyPrefix });
   const presence = createRedisPresence({ url, keyPrefix });
   let closing: Promise<void> | null = null;
@@ -84,11 +93,12 @@ export async function createShardCluster(cfg: ClusterConfig, opts: ShardClusterO
     // Fail at start, naming Redis, rather than on the first message.
     await directory.loadScripts();
     await sessions.loadScripts();
+    await channels.loadScripts();
   } catch (err) {
     await close();
     throw new Error(`cluster.redisUrl: cannot use Redis at ${redactUrl(url)}: ${(err as Error).message}`, { cause: err });
   }
-  return { impl: 'redis', directory, bus, sessions, presence, close };
+  return { impl: 'redis', directory, bus, sessions, presence, channels, close };
 }
 
 function redactUrl(url: string): string {

@@ -14,6 +14,10 @@
  *   puts them here).
  * - Typing: a member's `typing` goes to the connections watching the conversation, the sending
  *   device excepted. Never stored. A non-member gets not_member.
+ * - Broadcast channels: only owners and admins may watch a channel's typing or type in it; a
+ *   subscriber (role member) gets `forbidden`. So a channel's subscribers, however many, never
+ *   receive or cause presence traffic: typing fans out to a handful of admins at most, and joining
+ *   or reading a channel touches no presence state (docs/CLUSTER.md "Channels").
  * Events are soft state: a lost one leaves a stale indicator until the next `presence.sub`.
  */
 import type { PresenceFrames } from '../actors/shard-actors.js';
@@ -31,7 +35,7 @@ export interface ClusterPresenceOptions {
   shard: number;
   presence: Presence;
   sessions: SessionRegistry;
-  store: Pick<Store, 'getMember'>;
+  store: Pick<Store, 'getMember' | 'getConversation'>;
   /** Pushes a frame to a session of this thread (the router). */
   push(session: SessionRef, frame: ServerFrame): void;
   cap: number;
@@ -127,8 +131,9 @@ export class ClusterPresence implements PresenceFrames {
     const convs = f.convs ?? [];
     try {
       for (const conv of convs) {
-        if (!(await this.isMember(s, conv))) {
-          this.o.push(s, errorFrame('not_member', `not a member of ${conv}`, f.id));
+        const access = await this.access(s, conv);
+        if (access !== 'ok') {
+          this.o.push(s, accessError(access, conv, f.id));
           return;
         }
       }
@@ -158,8 +163,9 @@ export class ClusterPresence implements PresenceFrames {
 
   private async typing(s: SessionRef, f: TypingFrame): Promise<void> {
     try {
-      if (!(await this.isMember(s, f.conv))) {
-        this.o.push(s, errorFrame('not_member', `not a member of ${f.conv}`));
+      const access = await this.access(s, f.conv);
+      if (access !== 'ok') {
+        this.o.push(s, accessError(access, f.conv));
         return;
       }
       await this.o.presence.typing(f.conv, s.user, s.device, f.state);
@@ -169,13 +175,21 @@ export class ClusterPresence implements PresenceFrames {
     }
   }
 
-  private async isMember(s: SessionRef, conv: string): Promise<boolean> {
+  /** Whether the session may watch and type in `conv`: members, and in channels owners and admins. */
+  private async access(s: SessionRef, conv: string): Promise<'ok' | 'not_member' | 'forbidden'> {
     const c = this.conns.get(s.connId);
-    if (c?.members?.has(conv)) return true;
+    if (c?.members?.has(conv)) return 'ok';
     const pair = parseDirectConversationId(conv);
-    const ok = pair !== null ? pair.includes(s.user) : (await this.o.store.getMember(conv, s.user)) !== null;
-    if (ok && c !== undefined && (c.members?.size ?? 0) < MEMBERSHIP_CACHE) (c.members ??= new Set()).add(conv);
-    return ok;
+    let result: 'ok' | 'not_member' | 'forbidden';
+    if (pair !== null) result = pair.includes(s.user) ? 'ok' : 'not_member';
+    else {
+      const member = await this.o.store.getMember(conv, s.user);
+      if (member === null) result = 'not_member';
+      else if (member.role !== 'member') result = 'ok';
+      else result = (await this.o.store.getConversation(conv))?.kind === 'channel' ? 'forbidden' : 'ok';
+    }
+    if (result === 'ok' && c !== undefined && (c.members?.size ?? 0) < MEMBERSHIP_CACHE) (c.members ??= new Set()).add(conv);
+    return result;
   }
 
   private onEvent(event: PresenceEvent, connIds: readonly string[]): void {
@@ -231,4 +245,10 @@ export class ClusterPresence implements PresenceFrames {
     await this.listening?.unsubscribe().catch(() => undefined);
     this.listening = null;
   }
+}
+
+function accessError(access: 'not_member' | 'forbidden', conv: string, id?: number): ServerFrame {
+  return access === 'not_member'
+    ? errorFrame('not_member', `not a member of ${conv}`, id)
+    : errorFrame('forbidden', `only owners and admins watch or send typing in channel ${conv}`, id);
 }

@@ -37,6 +37,18 @@ export const routingMetrics = {
     labelNames: ['reason'] as const,
     registers,
   }),
+  handedOff: new Counter({
+    name: 'ticks_cluster_handed_off_messages_total',
+    help: 'Messages a conversation activation held when its lease was lost, routed again to the new owner, by type (the conversation message type: send, delivered, read, op, members, receipts).',
+    labelNames: ['type'] as const,
+    registers,
+  }),
+  nodeClaims: new Counter({
+    name: 'ticks_cluster_node_claims_total',
+    help: 'Claims of a shard endpoint (node id + shard) by this process, by result: won, won_after_wait (a predecessor killed without draining), refused (a live process holds the node id: start-up fails), reclaimed (lost in the directory, claimed again), lost (another process holds it).',
+    labelNames: ['result'] as const,
+    registers,
+  }),
   released: new Counter({
     name: 'ticks_cluster_leases_released_total',
     help: 'Conversation leases given back to the directory, by reason: idle or drain.',

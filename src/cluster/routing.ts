@@ -24,10 +24,25 @@
  * Leases: the heartbeat (cluster.heartbeatMs) renews every lease of the thread with one renewMany.
  * A lease is valid until `sent + leaseMs - margin` on this thread's monotonic clock, where `sent`
  * is when the last successful register or renew was *sent*. A renew answering false, or a lease
- * that ran out (Redis unreachable), ends the local activation at once: it stops acking, and what
- * was queued is answered `cluster_unavailable` (its re-activation finds no lease in next()). The
- * store's epoch fence is what keeps a stale owner from overwriting anything (DESIGN.md 2.7). An
- * owned conversation whose activation has been gone for a lease is given back (unregister).
+ * that ran out (Redis unreachable), ends the local activation at once: it stops acking, and what it
+ * holds (the sends of its commit in flight and its queued sends, then its mailbox: sends, dacks,
+ * reads) is routed again like a new message, so it reaches the new owner (resolved through the
+ * directory, registering when nobody owns the conversation; `cluster_unavailable` only when the
+ * directory cannot be reached). The in-flight commit's own result is dropped with the activation:
+ * the new owner's append answers those sends, `dup` if the old commit had landed (appends are
+ * idempotent by cmid), and the new owner's higher epoch fences the old commit otherwise. The store's
+ * epoch fence is what keeps a stale owner from overwriting anything (DESIGN.md 2.7). An owned
+ * conversation whose activation has been gone for a lease is given back (unregister).
+ *
+ * Identity: a thread's directory activation is `<endpoint>/<incarnation>`, where the incarnation
+ * is random per process start (shared by the process's shard threads and kept by a shard thread the
+ * supervisor restarts). At start each thread claims `node/<endpoint>` in the directory under that
+ * activation, renewed by the heartbeat with the leases and given back on close. Two live processes
+ * with the same node id would share bus channels and leases, so the second one refuses to start:
+ * another incarnation's claim is waited for one lease plus a heartbeat (a predecessor killed with
+ * kill -9 stops renewing and its claim expires; a clean stop gives it back at once), and a claim
+ * still held then belongs to a live process: start() throws `cluster.invalid` naming the node id.
+ * Leases of another incarnation can neither be renewed nor re-won by this one (they expire).
  *
  * Drain (SIGTERM): beginDrain() stops taking new ownerships; after the actors finished their
  * in-flight commits, releaseAll() unregisters every lease so another node takes over at the next
@@ -35,14 +50,17 @@
  *
  * Users: user actors are node-local. A deliver or receipt for a user goes to the local user actor
  * (the router does that) and, through fanOutUser, to every other node that the session registry
- * lists for the user: all such messages of one synchronous fan-out (a conversation actor telling
- * each member) are batched into one `users` frame per node, so a conversation publishes once per
- * (fan-out, node), never once per member. Fan-out frames of this thread leave in fan-out order.
+ * lists for the user: all such messages of one event-loop turn (every conversation actor's
+ * fan-out to its members in that turn) are batched into one `users` frame per node, after one
+ * batched registry lookup of all their users (one socket write), so a conversation publishes at
+ * most once per (fan-out, node), never once per member. Fan-out frames of this thread leave in
+ * fan-out order.
  *
  * Sessions: each socket this thread accepts is put in the registry (user, device -> node and
  * `<shard>:<connId>`), refreshed by the heartbeat (re-put when the entry was lost), removed on close.
  * A put that replaces a connection on another node closes that one with 4502 (replaced).
  */
+import { randomBytes } from 'node:crypto';
 import type { ClusterRoutes, Router } from '../actors/router.js';
 import type { EpochSource } from '../actors/epochs.js';
 import type { ConvMsg, UserMsg } from '../actors/messages.js';
@@ -71,8 +89,16 @@ export interface ClusterRoutingOptions {
    */
   singleNode?: boolean;
   log: ActorLog;
+  /**
+   * This process's incarnation: random per process start, the same for every shard thread of the
+   * process and for a shard thread the supervisor restarts (see "Identity" above). Default: random
+   * per ClusterRouting (tests that start "nodes" in one process).
+   */
+  incarnation?: string;
   /** Monotonic ms; default performance.now. */
   now?: () => number;
+  /** Waits `ms` (the start-up wait for a predecessor's node claim to expire); default setTimeout. */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 /** Forwards between nodes before a message is answered cluster_unavailable. */
@@ -105,14 +131,16 @@ export function registryConnId(s: SessionRef): string {
   return `${s.shard}:${s.connId}`;
 }
 
-function parseRegistryConn(conn: SessionConn): { shard: number; connId: number } | null {
+/** The socket of a session registry entry (see registryConnId); null when not of that form. */
+export function parseRegistryConn(conn: SessionConn): { shard: number; connId: number } | null {
   const m = /^(\d+):(\d+)$/.exec(conn.connId);
   return m === null ? null : { shard: Number(m[1]), connId: Number(m[2]) };
 }
 
 export class ClusterRouting implements ClusterRoutes, EpochSource {
   readonly endpoint: string;
-  private readonly activation: Activation;
+  /** This thread's identity in the directory (every lease it holds is under it). */
+  readonly activation: Activation;
   private readonly now: () => number;
   private readonly margin: number;
   private router: Router | null = null;
@@ -127,6 +155,10 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
   private fanChain: Promise<void> = Promise.resolve();
   /** The last flush's publishes (later ones are issued after it on the same connection). */
   private fanPublished: Promise<void> = Promise.resolve();
+  /** Directory address of this thread's endpoint claim (see "Identity"). */
+  private readonly claimAddress: string;
+  /** The claim is held (set at start; the heartbeat renews it and claims it again when lost). */
+  private claimed = false;
   private beating = false;
   private draining = false;
   private actorsStopped = false;
@@ -134,10 +166,11 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
 
   constructor(private readonly o: ClusterRoutingOptions) {
     this.endpoint = endpointOf(o.nodeId, o.shard);
-    // One activation id per thread endpoint: a restarted incarnation of the same thread (same node
-    // id, same shard) wins its predecessor's live entries back at once with the same epoch, which the
-    // store accepts as a restart of the same writer; the predecessor is dead, so nothing races it.
-    this.activation = { node: this.endpoint, activationId: this.endpoint };
+    // Per process incarnation (see "Identity"): a shard thread restarted inside the same process wins
+    // its predecessor's live entries back at once with the same epoch (the store accepts that as a
+    // restart of the same writer; the predecessor thread is dead); another process never can.
+    this.activation = { node: this.endpoint, activationId: `${this.endpoint}/${o.incarnation ?? randomBytes(8).toString('hex')}` };
+    this.claimAddress = `node/${this.endpoint}`;
     this.now = o.now ?? (() => performance.now());
     // Stop acking a little before the directory could hand the address to someone else.
     this.margin = Math.min(1000, Math.floor(o.directory.leaseMs / 5));
@@ -146,12 +179,53 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
     }
   }
 
-  /** Subscribes this thread's channel (frames go to `router.receive`) and starts the heartbeat. */
+  /**
+   * Claims this thread's endpoint (see "Identity"; throws `cluster.invalid` when a live process holds
+   * it), subscribes the thread's channel (frames go to `router.receive`) and starts the heartbeat.
+   */
   async start(router: Router): Promise<void> {
     this.router = router;
-    this.sub = await this.o.bus.subscribe(this.endpoint, (bytes) => router.receive(bytes));
+    await this.claimEndpoint();
+    try {
+      this.sub = await this.o.bus.subscribe(this.endpoint, (bytes) => router.receive(bytes));
+    } catch (err) {
+      // A start that fails here must not leave a claim behind for the retry to wait out.
+      this.claimed = false;
+      await this.o.directory.unregister(this.claimAddress, this.activation).catch(() => undefined);
+      throw err;
+    }
     this.timer = setInterval(() => void this.heartbeat(), this.o.heartbeatMs);
     this.timer.unref();
+  }
+
+  /**
+   * Registers `node/<endpoint>` under this incarnation. Another incarnation's claim is either a dead
+   * predecessor's (killed without draining: it stops being renewed and expires within a lease) or a
+   * live process started with the same node id (renewed by its heartbeat): wait one lease plus a
+   * heartbeat for it to expire, then refuse to start.
+   */
+  private async claimEndpoint(): Promise<void> {
+    const sleep = this.o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    const deadline = this.now() + this.o.directory.leaseMs + this.o.heartbeatMs;
+    let waited = false;
+    for (;;) {
+      const r = await this.o.directory.register(this.claimAddress, this.activation);
+      if (r.won) {
+        this.claimed = true;
+        routingMetrics.nodeClaims.inc({ result: waited ? 'won_after_wait' : 'won' });
+        return;
+      }
+      if (this.now() >= deadline) {
+        routingMetrics.nodeClaims.inc({ result: 'refused' });
+        throw new ClusterError(
+          'cluster.invalid',
+          `node id ${this.o.nodeId} is in use: shard endpoint ${this.endpoint} is held by the live process incarnation ${r.owner.activationId} (renewed for over a lease); give every running node its own TICKS_NODE_ID`,
+        );
+      }
+      if (!waited) this.o.log.warn({ holder: r.owner.activationId }, 'this node id is still claimed by another process; waiting for its claim to expire (a predecessor killed without draining) or refusing to start (a live process with the same node id)');
+      waited = true;
+      await sleep(Math.min(this.o.heartbeatMs, Math.max(1, deadline - this.now())));
+    }
   }
 
   // ---- conversations -------------------------------------------------------------------------
@@ -216,8 +290,9 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
           count('registered');
           for (const w of queue) this.routeConv(key, w.msg, w.hops);
         } else if (r.owner.node === this.endpoint) {
-          // Our own entry (a registration that raced a release): try again from scratch.
-          for (const w of queue) this.routeConv(key, w.msg, w.hops + 1);
+          // Another incarnation of this endpoint (a process killed without draining) still holds the
+          // lease until it expires; forwarding would come straight back here. The sender retries.
+          for (const w of queue) this.unavailable(w.msg, 'the conversation is still leased to a previous incarnation of this node');
         } else {
           if (this.remote.size >= MAX_REMOTE_CACHE) this.remote.clear();
           this.remote.set(key, { endpoint: r.owner.node, at: this.now() });
@@ -259,13 +334,23 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
     this.r().answerConv(msg, 'cluster_unavailable', detail);
   }
 
-  /** The lease is gone: stop acking at once; queued messages are answered by the re-activation. */
+  /**
+   * The lease is gone: stop acking at once and forward what the activation holds (the sends of its
+   * commit in flight and queued ones, then its mailbox) to the new owner, resolved through the
+   * directory like any message. Never answered here: the old activation ends without acking.
+   */
   private lose(key: string, reason: 'taken_over' | 'expired'): void {
     if (!this.owned.delete(key)) return;
     routingMetrics.owned.set(this.owned.size);
     routingMetrics.leasesLost.inc({ reason });
     this.o.log.warn({ reason }, 'lost a conversation lease; deactivating it');
-    this.r().deactivateConv(key, `lease ${reason}`);
+    this.r().deactivateConv(key, `lease ${reason}`, (msgs) => {
+      for (const msg of msgs) {
+        if (msg.t === 'committed' || msg.t === 'commit_failed') continue;
+        routingMetrics.handedOff.inc({ type: msg.t });
+        this.routeConv(key, msg, 0);
+      }
+    });
   }
 
   // ---- frames to other nodes -----------------------------------------------------------------
@@ -287,7 +372,9 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
     if (this.o.singleNode === true) return;
     if (this.fanBatch === null) {
       this.fanBatch = new Map();
-      queueMicrotask(() => this.flushFanOut());
+      // Flushed once per event-loop turn, not per fan-out: the fan-outs of every commit that
+      // completes in the same turn share the session lookups and one frame per node.
+      setImmediate(() => this.flushFanOut());
     }
     // One conversation fan-out tells every member with its own message object but the same `msgs`
     // array (deliver) or the same receipt fields: group by those so the frame carries each once.
@@ -305,14 +392,7 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
     for (const g of batch.values()) for (const u of g.users) users.add(u);
     // Lookups start now, in parallel with earlier flushes; publishing waits for the earlier flushes
     // so that one thread's fan-outs reach each node in order.
-    const lookups = Promise.all(
-      [...users].map((u) =>
-        this.o.sessions.list(u).then(
-          (entries) => [u, entries] as const,
-          () => [u, []] as const,
-        ),
-      ),
-    );
+    const lookups = this.lookUp([...users]);
     // The chain only orders the *issue* of the publishes: they go out on one Redis connection, which
     // keeps them in order, so a flush does not wait for the previous flush's publishes to be
     // answered (waiting made fan-out throughput one Redis round trip per flush).
@@ -321,6 +401,25 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
         this.fanPublished = this.publishFanOut(batch, found);
       },
       () => undefined,
+    );
+  }
+
+  /** The registry entries of `users` (one round trip when the registry has listMany); [] on failure. */
+  private lookUp(users: string[]): Promise<ReadonlyArray<readonly [string, ReadonlyArray<SessionConn>]>> {
+    const { sessions } = this.o;
+    if (sessions.listMany !== undefined && users.length > 1) {
+      return sessions.listMany(users).then(
+        (lists) => users.map((u, i) => [u, lists[i] ?? []] as const),
+        () => users.map((u) => [u, []] as const),
+      );
+    }
+    return Promise.all(
+      users.map((u) =>
+        sessions.list(u).then(
+          (entries) => [u, entries] as const,
+          () => [u, []] as const,
+        ),
+      ),
     );
   }
 
@@ -412,7 +511,11 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
         } else own.idleSince = null;
         leases.push(key);
       }
-      const renewed = leases.length === 0 ? Promise.resolve([] as boolean[]) : this.o.directory.renewMany(leases.map((key) => ({ address: `conv/${key}`, activation: this.activation })));
+      // The endpoint claim rides first in the same round trip as the conversation leases.
+      const renewed = this.o.directory.renewMany([
+        { address: this.claimAddress, activation: this.activation },
+        ...leases.map((key) => ({ address: `conv/${key}`, activation: this.activation })),
+      ]);
       const refs = [...this.localSessions.values()];
       const refreshed =
         refs.length === 0
@@ -423,7 +526,9 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
             );
       const [r1, r2] = await Promise.allSettled([renewed, refreshed]);
       if (r1.status === 'fulfilled') {
-        r1.value.forEach((ok, i) => {
+        const [claim, ...convs] = r1.value;
+        if (claim !== true) void this.reclaim();
+        convs.forEach((ok, i) => {
           const key = leases[i]!;
           const own = this.owned.get(key);
           if (own === undefined) return;
@@ -441,6 +546,30 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
       routingMetrics.heartbeats.inc({ result: r1.status === 'fulfilled' && r2.status === 'fulfilled' ? 'ok' : 'failed' });
     } finally {
       this.beating = false;
+    }
+  }
+
+  /**
+   * The endpoint claim was gone at a renew: after a Redis data loss (claimed again at once), or after
+   * this process stalled for a whole lease while another process with the same node id started. The
+   * latter is a deployment error that cannot be undone from here: it is logged and counted; the
+   * conversation leases stay fenced per incarnation, and the store fences by epoch.
+   */
+  private async reclaim(): Promise<void> {
+    try {
+      const r = await this.o.directory.register(this.claimAddress, this.activation);
+      if (r.won) {
+        routingMetrics.nodeClaims.inc({ result: 'reclaimed' });
+        if (!this.claimed) this.o.log.warn({}, 'the node id claim came back');
+        else this.o.log.warn({}, 'the node id claim was lost in the directory (Redis data loss?) and is claimed again');
+        this.claimed = true;
+      } else {
+        if (this.claimed) this.o.log.error({ holder: r.owner.activationId }, 'another process with this node id took this node’s claim: two live processes share a node id (give every node its own TICKS_NODE_ID)');
+        routingMetrics.nodeClaims.inc({ result: 'lost' });
+        this.claimed = false;
+      }
+    } catch (err) {
+      this.o.log.warn({ err }, 'claiming the node id again failed; retried at the next heartbeat');
     }
   }
 
@@ -476,6 +605,8 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
     await this.fanChain.catch(() => undefined);
     await this.fanPublished.catch(() => undefined);
     await this.sub?.unsubscribe().catch(() => undefined);
+    // A restart under the same node id may start at once (a kill -9 leaves the claim to expire).
+    if (this.claimed) await this.o.directory.unregister(this.claimAddress, this.activation).catch(() => undefined);
   }
 
   stats(): { owned: number; remoteCached: number; sessions: number } {

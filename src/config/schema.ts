@@ -176,7 +176,13 @@ const keysSchema = z.strictObject({
   enabled: z.boolean().default(true).describe('Serve the prekey directory endpoints (/keys; see docs/HTTP.md).'),
   maxOneTimePreKeys: z.number().int().min(1).max(100_000).default(1000).describe('One-time prekeys one device may have stored; an upload beyond it gets 409.'),
   maxPerUpload: z.number().int().min(1).max(1000).default(100).describe('One-time prekeys per PUT /keys request.'),
-  lowThreshold: z.number().int().min(0).default(10).describe('Below this many one-time prekeys left, the device is told to upload more (low: true).'),
+  lowThreshold: z.number().int().min(0).default(10).describe('Below this many one-time prekeys left, the device is told to upload more (low: true in its own answers, and a keys.low frame on its live WebSocket).'),
+  fetchPerMinute: z
+    .number()
+    .int()
+    .min(1)
+    .default(1000)
+    .describe('Prekey bundle requests (GET /keys/:user, GET /keys/:user/:device) one user may make per minute (fixed one-minute windows; cluster-wide with cluster.redisUrl, else per shard thread); more get 429 keys.rate_limited with Retry-After. Joining a large group fetches one bundle set per member, so keep it above groups.maxMembers.'),
 });
 
 const pushSchema = z.strictObject({
@@ -234,6 +240,10 @@ const jobsSchema = z.strictObject({
   flushMaxWaitMs: z.number().int().min(1000).default(30_000).describe('A catch-up that waited this long for its permit is answered with a retryable error instead.'),
 });
 
+const groupsSchema = z.strictObject({
+  maxMembers: z.number().int().min(2).max(100_000).default(1024).describe('Most members of a group (fan-out on write to every member device); adding more answers group_full. Channels have no limit.'),
+});
+
 export const configSchema = z.strictObject({
   nodeId: z
     .string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - (1 to 64)')
@@ -249,6 +259,7 @@ export const configSchema = z.strictObject({
   gateway: gatewaySchema.prefault({}),
   auth: authSchema.prefault({}),
   actors: actorsSchema.prefault({}),
+  groups: groupsSchema.prefault({}),
   push: pushSchema.prefault({}),
   jobs: jobsSchema.prefault({}),
   media: mediaSchema.prefault({}),
@@ -261,6 +272,7 @@ export type StoreConfig = Config['store'];
 export type GatewayConfig = Config['gateway'];
 export type AuthConfig = Config['auth'];
 export type ActorsConfig = Config['actors'];
+export type GroupsConfig = Config['groups'];
 export type MediaConfig = Config['media'];
 export type KeysConfig = Config['keys'];
 export type ClusterConfig = Config['cluster'];

@@ -67,6 +67,11 @@ export interface SocketLike {
   getUserData(): ConnState;
   cork(cb: () => void): unknown;
   ping?(message?: string): number;
+  /** uWS topics (channel delivery, src/gateway/topics.ts). */
+  subscribe?(topic: string): boolean;
+  unsubscribe?(topic: string): boolean;
+  /** Publishes to a topic's subscribers except this socket. */
+  publish?(topic: string, message: Uint8Array, isBinary?: boolean, compress?: boolean): boolean;
 }
 
 const SEND_WRITTEN = 1;
@@ -91,7 +96,7 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
   }
 
   /** The live socket of `ref`, checking that the id still names the same device's connection. */
-  private find(ref: SessionRef): SocketLike | undefined {
+  find(ref: SessionRef): SocketLike | undefined {
     const ws = this.sockets.get(ref.connId);
     if (ws === undefined) return undefined;
     const s = ws.getUserData();
@@ -135,7 +140,8 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
    * Idle sweep: a session silent for half of `idleTimeoutMs` gets a WebSocket ping (every client
    * stack answers with a pong, which counts as activity); one silent for the whole of it is closed
    * with 4002, so a live but stuck client learns why. uWS's own idle timer is set well above this and
-   * only catches peers that vanished without a trace.
+   * only catches peers that vanished without a trace. The same pass closes (4001) sockets whose
+   * buffer stays over the backpressure limit: uWS topic publishes skip them silently.
    */
   idle(nowMs: number, idleTimeoutMs: number): number {
     let n = 0;
@@ -143,6 +149,14 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
       const s = ws.getUserData();
       if (s.ending) continue;
       const silentMs = nowMs - s.lastSeenMs;
+      // uWS skips a socket over maxBackpressure when it publishes to a topic (channel posts), and
+      // says so to nobody: a socket that stays over the limit is closed as a slow consumer here,
+      // like a direct send over the limit, so the device reconnects and catches up by sync.
+      if (ws.getBufferedAmount() > this.maxBackpressureBytes) {
+        endSocket(ws, CLOSE.slowConsumer, CLOSE_REASONS[CLOSE.slowConsumer]);
+        n++;
+        continue;
+      }
       if (silentMs >= idleTimeoutMs) {
         endSocket(ws, CLOSE.idleTimeout, CLOSE_REASONS[CLOSE.idleTimeout]);
         n++;

@@ -1,3 +1,4 @@
+import type { ChannelTopics } from '../actors/channel-fanout.js';
 import type { ConnectionSink, SessionHandler } from '../actors/session.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
 import type { GatewayConfig } from '../config/schema.js';
@@ -8,6 +9,7 @@ import { ConnectionTable, endSocket, type ConnState } from './connections.js';
 import { mountHttp } from './http.js';
 import { createApp, type Uws, type UwsApp } from './uws.js';
 import { socketBehavior } from './socket.js';
+import { createTopics } from './topics.js';
 
 /**
  * The gateway of one shard thread: a uWS App on the node's shared port (SO_REUSEPORT spreads
@@ -43,6 +45,8 @@ export interface GatewayOptions {
 
 export interface Gateway {
   readonly sink: ConnectionSink<ServerFrame>;
+  /** The uWS topics of this shard's sockets (live channel delivery, src/gateway/topics.ts). */
+  readonly topics: ChannelTopics;
   /** The actor layer's handler; set before `listen`. */
   setHandler(handler: SessionHandler<ClientFrame>): void;
   /** Listens on the shared port; rejects when the port cannot be bound. */
@@ -111,6 +115,7 @@ export function createGateway(o: GatewayOptions): Gateway {
 
   return {
     sink: table,
+    topics: createTopics(app, table),
     setHandler(h) {
       handler = h;
     },

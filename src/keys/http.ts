@@ -5,6 +5,7 @@ import { isTicksError } from '../lib/errors.js';
 import type { Logger } from '../lib/log.js';
 import { isDeviceId, isUserId } from '../protocol/ids.js';
 import { MAX_KEY_BYTES, validateUpload, type DeviceKeysUpload, type KeyStore, type PreKeyBundle } from './key-store.js';
+import type { FetchLimiter } from './fetch-limit.js';
 import { httpRequests, lowSignals } from './metrics.js';
 
 /**
@@ -15,11 +16,13 @@ import { httpRequests, lowSignals } from './metrics.js';
  * - `GET /keys`: the caller's device's one-time prekey count and the low-prekey signal.
  * - `GET /keys/:user`: a bundle for each device of `user` (consumes one one-time prekey each).
  * - `GET /keys/:user/:device`: one device's bundle.
+ * The two bundle routes count against the caller's `keys.fetchPerMinute` (429 `keys.rate_limited`
+ * with Retry-After beyond it).
  *
  * Low-prekey signal: whenever a device's count is below `lowThreshold` after a publish or a fetch,
  * `low: true` is in the device's own answers (PUT /keys, GET /keys), and `onLow` is called with the
- * device, so that the node can tell the device over its WebSocket (protocol frame proposed in the
- * report; until then the device polls GET /keys).
+ * device, so that the node can tell the device over its WebSocket (a `keys.low` frame, see
+ * src/keys/low-signal.ts and docs/PROTOCOL.md); a device can also poll GET /keys.
  */
 export interface KeysHttpDeps {
   keys: KeyStore;
@@ -27,6 +30,10 @@ export interface KeysHttpDeps {
   lowThreshold: number;
   maxPerUpload: number;
   onLow?: (user: string, device: string, remaining: number) => void;
+  /** keys.fetchPerMinute per requesting user on the bundle routes (src/keys/fetch-limit.ts). */
+  fetchLimit: FetchLimiter;
+  /** The configured limit, for the 429 message. */
+  fetchPerMinute: number;
   log: Logger;
   now?: () => number;
 }
@@ -60,6 +67,14 @@ export function mountKeys(app: TemplatedApp, d: KeysHttpDeps): void {
     return true;
   };
 
+  /** Counts one bundle fetch of the caller; 429 with Retry-After beyond keys.fetchPerMinute. */
+  const limited = async (who: { user: string }): Promise<void> => {
+    const v = await d.fetchLimit.take(who.user);
+    if (!v.ok) {
+      throw new HttpError(429, 'keys.rate_limited', `more than ${d.fetchPerMinute} prekey bundle fetches in a minute; retry in ${v.retryAfterS} s`, { 'Retry-After': String(v.retryAfterS) });
+    }
+  };
+
   app.put('/keys', (res, req) => {
     const token = bearerToken(req);
     handle('put', res, async (ex) => {
@@ -88,7 +103,7 @@ export function mountKeys(app: TemplatedApp, d: KeysHttpDeps): void {
     const token = bearerToken(req);
     const user = param(req, 0);
     handle('fetch_user', res, async () => {
-      await authenticate(d.verify, token);
+      await limited(await authenticate(d.verify, token));
       if (!isUserId(user)) throw new HttpError(400, 'keys.bad_user', 'invalid user id');
       const bundles = await d.keys.fetchBundles(user);
       if (bundles.length === 0) throw new HttpError(404, 'keys.not_found', `user ${user} has no published keys`);
@@ -102,7 +117,7 @@ export function mountKeys(app: TemplatedApp, d: KeysHttpDeps): void {
     const user = param(req, 0);
     const device = param(req, 1);
     handle('fetch_device', res, async () => {
-      await authenticate(d.verify, token);
+      await limited(await authenticate(d.verify, token));
       if (!isUserId(user) || !isDeviceId(device)) throw new HttpError(400, 'keys.bad_device', 'invalid user or device id');
       const b = await d.keys.fetchBundle(user, device);
       if (!b) throw new HttpError(404, 'keys.not_found', `device ${user}/${device} has no published keys`);

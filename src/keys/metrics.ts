@@ -51,3 +51,16 @@ export async function measure<T>(op: KeyOp, engine: 'embedded' | 'scylla', fn: (
     throw err;
   }
 }
+
+export const fetchLimited = new Counter({
+  name: 'ticks_keys_fetch_limited_total',
+  help: 'Prekey bundle fetches refused with 429 because the requesting user exceeded keys.fetchPerMinute.',
+  registers: [registry],
+});
+
+export const lowPushes = new Counter({
+  name: 'ticks_keys_low_frames_total',
+  help: 'keys.low frames for devices whose one-time prekeys ran low: pushed to a live session, offline (no session), suppressed (one was sent recently) or error (session lookup failed).',
+  labelNames: ['result'] as const,
+  registers: [registry],
+});

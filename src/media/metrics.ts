@@ -72,3 +72,19 @@ export async function measureBlob<T>(store: 'disk' | 's3', op: 'put' | 'get' | '
     throw e;
   }
 }
+
+export type SendCheckOutcome = 'ok' | 'unknown' | 'disabled' | 'error';
+
+export const sendChecks = new Counter({
+  name: 'ticks_media_send_checks_total',
+  help: 'Sends carrying media ids checked by a conversation actor: ok, unknown (an id never uploaded: refused), disabled (media off: refused) or error (index unreachable: retryable refusal).',
+  labelNames: ['outcome'] as const,
+  registers: [registry],
+});
+
+export const refsRecorded = new Counter({
+  name: 'ticks_media_refs_recorded_total',
+  help: 'Conversation references recorded after a commit, by result (ok, error: the sends are answered with a retryable error).',
+  labelNames: ['result'] as const,
+  registers: [registry],
+});

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ERROR_CODES, type ErrorCode } from './codes.js';
-import { isConversationId, isUserId } from './ids.js';
+import { isConversationId, isMediaId, isUserId } from './ids.js';
 
 /**
  * Frames of the client wire protocol, version 1: one msgpack map `{ t, ...fields }` per binary
@@ -37,8 +37,35 @@ export const MAX_INFLIGHT_REQUESTS = 64;
  */
 export const MAX_PRESENCE_TARGETS = 256;
 
+/** Most media ids in one `send.media`. */
+export const MAX_SEND_MEDIA = 16;
+/** Most users in one `member.add` or `conv.create.members`. */
+export const MAX_MEMBERS_PER_OP = 256;
+/** Longest group or channel name, in UTF-16 code units. */
+export const MAX_CONV_NAME = 128;
+
 export type ConversationKind = 'direct' | 'group' | 'channel';
 export type ReceiptKind = 'delivered' | 'read';
+/** A member's role in a group or channel. Direct conversations have two `member`s. */
+export type Role = 'owner' | 'admin' | 'member';
+/** Kinds a client can create (direct conversations are created by the first send). */
+export type CreatableKind = 'group' | 'channel';
+export type SysOp = 'create' | 'add' | 'remove' | 'leave' | 'role' | 'meta';
+
+/**
+ * A membership or metadata event of a group or channel, ordered in the log like a message (it holds
+ * a seq; its entry has an empty body). `by` made the change; `users` are the users it concerns
+ * (created with, added, removed, leaving, or whose role changed to `role`).
+ */
+export interface SysEvent {
+  op: SysOp;
+  by: string;
+  users?: string[];
+  role?: Role;
+  name?: string;
+  avatar?: string;
+  kind?: CreatableKind;
+}
 
 // ---- client -> server ----------------------------------------------------------------------------
 
@@ -50,6 +77,8 @@ interface SendBase {
   cmid: string;
   /** Opaque bytes (the server never reads them), at most gateway.maxBodyBytes. */
   body: Uint8Array;
+  /** Media ids (uploaded over HTTP) the message refers to, at most MAX_SEND_MEDIA. */
+  media?: string[];
 }
 /** Send a message, addressed by exactly one of `to` (a user: the 1:1 conversation) or `conv`. */
 export type SendFrame = SendBase & ({ to: string; conv?: undefined } | { conv: string; to?: undefined });
@@ -122,7 +151,105 @@ export interface TypingFrame {
 
 export type TypingState = 'typing' | 'paused';
 
-export type ClientFrame = SendFrame | DackFrame | ReadFrame | SyncFrame | HistoryFrame | PingFrame | PresenceSubFrame | PresenceUnsubFrame | TypingFrame;
+/**
+ * Create a group or channel; the creator is its owner, `members` join as `member`. The id is derived
+ * from (user, kind, cmid), so a retried create returns the same conversation. Answered by `conv.ok`.
+ */
+export interface ConvCreateFrame {
+  t: 'conv.create';
+  id: number;
+  cmid: string;
+  kind: CreatableKind;
+  name?: string;
+  avatar?: string;
+  members?: string[];
+}
+
+/** Add users to a group or channel (owner: any role; admin: role `member` only). */
+export interface MemberAddFrame {
+  t: 'member.add';
+  id: number;
+  conv: string;
+  users: string[];
+  role?: 'member' | 'admin';
+}
+
+export interface MemberRemoveFrame {
+  t: 'member.remove';
+  id: number;
+  conv: string;
+  user: string;
+}
+
+export interface MemberRoleFrame {
+  t: 'member.role';
+  id: number;
+  conv: string;
+  user: string;
+  role: Role;
+}
+
+/** Leave a group, or unsubscribe from a channel. */
+export interface ConvLeaveFrame {
+  t: 'conv.leave';
+  id: number;
+  conv: string;
+}
+
+/** Subscribe to a channel (any authenticated user). */
+export interface ConvJoinFrame {
+  t: 'conv.join';
+  id: number;
+  conv: string;
+}
+
+/** Change a group's or channel's name and/or avatar (a media id). */
+export interface ConvMetaFrame {
+  t: 'conv.meta';
+  id: number;
+  conv: string;
+  name?: string;
+  avatar?: string;
+}
+
+/** A page of members, ordered by user id, after `after`. Answered by `members.page`. */
+export interface MembersFrame {
+  t: 'members';
+  id: number;
+  conv: string;
+  after?: string;
+  limit: number;
+}
+
+/** Per-member delivered/read state of a group at `seq`. Answered by `receipts.state`. */
+export interface ReceiptsFrame {
+  t: 'receipts';
+  id: number;
+  conv: string;
+  seq: number;
+}
+
+export type ClientFrame =
+  | SendFrame
+  | DackFrame
+  | ReadFrame
+  | SyncFrame
+  | HistoryFrame
+  | PingFrame
+  | PresenceSubFrame
+  | PresenceUnsubFrame
+  | TypingFrame
+  | ConvCreateFrame
+  | MemberAddFrame
+  | MemberRemoveFrame
+  | MemberRoleFrame
+  | ConvLeaveFrame
+  | ConvJoinFrame
+  | ConvMetaFrame
+  | MembersFrame
+  | ReceiptsFrame;
+/** Client frames answered by `conv.ok` (or `error`). */
+export type ConvOpFrame = ConvCreateFrame | MemberAddFrame | MemberRemoveFrame | MemberRoleFrame | ConvLeaveFrame | ConvJoinFrame | ConvMetaFrame;
 export type ClientFrameType = ClientFrame['t'];
 export type ClientFrameOf<K extends ClientFrameType> = Extract<ClientFrame, { t: K }>;
 
@@ -170,6 +297,10 @@ export interface MessageEntry {
   ts: number;
   /** The sender's client message id; present only when the receiving user is the sender. */
   cmid?: string;
+  /** A membership/metadata event (groups, channels): `from` made it, `fdev` is `~`, `body` empty. */
+  sys?: SysEvent;
+  /** Media ids the message refers to. */
+  media?: string[];
 }
 
 /** A live message, to every member device except the sending device. */
@@ -187,6 +318,8 @@ export interface ReceiptFrame {
   user: string;
   device?: string;
   seq: number;
+  /** With `user: '*'`: every member of the group has received or read up to `seq`. */
+  all?: true;
 }
 
 /** Messages of one conversation after the device's cursor, ascending. */
@@ -218,6 +351,26 @@ export interface SyncedFrame {
    * messages of, the other user's highest delivered and read seqs (added by the actors helper).
    */
   peers?: Record<string, PeerReceipts>;
+  /**
+   * Unread badges: conv -> head minus the user's read cursor, for the conversations where that is
+   * above 0 (absent ones have nothing unread). Counted from seqs alone (no message is read), so the
+   * user's own messages and membership events after the read cursor count too; clients move the read
+   * cursor past their own sends. The same count as the push badge. Always sent by this server.
+   */
+  unread?: Record<string, number>;
+  /** Sum of `unread` (the app badge). */
+  unreadTotal?: number;
+}
+
+/**
+ * The device's one-time prekeys ran low (fewer than `threshold` left, `remaining` now) after another
+ * device fetched its bundle: upload more with PUT /keys. Best effort; `low: true` in the /keys
+ * answers says the same.
+ */
+export interface KeysLowFrame {
+  t: 'keys.low';
+  remaining: number;
+  threshold: number;
 }
 
 /** The other user of a direct conversation: delivered (on any of their devices) and read up to. */
@@ -272,6 +425,42 @@ export interface TypingEventFrame {
   state: TypingState;
 }
 
+/** A conversation operation succeeded. `seq` is its event's seq in the log, 0 when nothing was written. */
+export interface ConvOkFrame {
+  t: 'conv.ok';
+  id: number;
+  conv: string;
+  seq: number;
+}
+
+export interface MemberEntry {
+  user: string;
+  role: Role;
+  /** When the user joined (server ms). */
+  joined: number;
+}
+
+export interface MembersPageFrame {
+  t: 'members.page';
+  id: number;
+  conv: string;
+  members: MemberEntry[];
+  /** `after` for the next page, or null when this was the last. */
+  next: string | null;
+}
+
+/** Who of a group's members received and read `seq`, and up to where every member did. */
+export interface ReceiptsStateFrame {
+  t: 'receipts.state';
+  id: number;
+  conv: string;
+  seq: number;
+  delivered: string[];
+  read: string[];
+  deliveredAll: number;
+  readAll: number;
+}
+
 export interface ErrorFrame {
   t: 'error';
   /** The request id this answers, when the failed frame had one. */
@@ -296,6 +485,10 @@ export type ServerFrame =
   | PresenceStateFrame
   | PresenceEventFrame
   | TypingEventFrame
+  | ConvOkFrame
+  | MembersPageFrame
+  | ReceiptsStateFrame
+  | KeysLowFrame
   | ErrorFrame;
 export type ServerFrameType = ServerFrame['t'];
 export type ServerFrameOf<K extends ServerFrameType> = Extract<ServerFrame, { t: K }>;
@@ -315,6 +508,11 @@ const conversationId = z.string({ error: 'expected a conversation id' }).refine(
 const userId = z.string({ error: 'expected a user id' }).refine(isUserId, { error: 'expected a user id' });
 const clientMsgId = z.string({ error: 'expected a string' }).regex(CLIENT_MSG_ID_PATTERN, { error: 'expected 1 to 64 printable ASCII characters' });
 const pageLimit = uint.min(1, { error: 'expected at least 1' }).max(MAX_PAGE_LIMIT, { error: `expected at most ${MAX_PAGE_LIMIT}` });
+
+const role = z.enum(['owner', 'admin', 'member']);
+const mediaId = z.string({ error: 'expected a media id' }).refine(isMediaId, { error: 'expected a media id (64 lower-case hex digits)' });
+const convName = z.string({ error: 'expected a string' }).max(MAX_CONV_NAME, { error: `at most ${MAX_CONV_NAME} characters` });
+const opUsers = z.array(userId).max(MAX_MEMBERS_PER_OP, { error: `at most ${MAX_MEMBERS_PER_OP} users` });
 
 const presenceUsers = z.array(userId).max(MAX_PRESENCE_TARGETS, { error: `at most ${MAX_PRESENCE_TARGETS} users` });
 const presenceConvs = z.array(conversationId).max(MAX_PRESENCE_TARGETS, { error: `at most ${MAX_PRESENCE_TARGETS} conversations` });
@@ -340,6 +538,7 @@ export function createClientFrameSchemas(maxBodyBytes: number): ClientFrameSchem
       conv: conversationId.optional(),
       cmid: clientMsgId,
       body,
+      media: z.array(mediaId).max(MAX_SEND_MEDIA, { error: `at most ${MAX_SEND_MEDIA} media ids` }).optional(),
     })
     .refine((f) => (f.to === undefined) !== (f.conv === undefined), {
       error: 'exactly one of to and conv',
@@ -370,6 +569,31 @@ export function createClientFrameSchemas(maxBodyBytes: number): ClientFrameSchem
     'presence.sub': z.strictObject({ t: z.literal('presence.sub'), id: uint, users: presenceUsers.optional(), convs: presenceConvs.optional() }),
     'presence.unsub': z.strictObject({ t: z.literal('presence.unsub'), users: presenceUsers.optional(), convs: presenceConvs.optional() }),
     typing: z.strictObject({ t: z.literal('typing'), conv: conversationId, state: z.enum(['typing', 'paused']) }),
+    'conv.create': z.strictObject({
+      t: z.literal('conv.create'),
+      id: uint,
+      cmid: clientMsgId,
+      kind: z.enum(['group', 'channel']),
+      name: convName.optional(),
+      avatar: mediaId.optional(),
+      members: opUsers.optional(),
+    }),
+    'member.add': z.strictObject({
+      t: z.literal('member.add'),
+      id: uint,
+      conv: conversationId,
+      users: opUsers.min(1, { error: 'at least 1 user' }),
+      role: z.enum(['member', 'admin']).optional(),
+    }),
+    'member.remove': z.strictObject({ t: z.literal('member.remove'), id: uint, conv: conversationId, user: userId }),
+    'member.role': z.strictObject({ t: z.literal('member.role'), id: uint, conv: conversationId, user: userId, role }),
+    'conv.leave': z.strictObject({ t: z.literal('conv.leave'), id: uint, conv: conversationId }),
+    'conv.join': z.strictObject({ t: z.literal('conv.join'), id: uint, conv: conversationId }),
+    'conv.meta': z
+      .strictObject({ t: z.literal('conv.meta'), id: uint, conv: conversationId, name: convName.optional(), avatar: mediaId.optional() })
+      .refine((f) => f.name !== undefined || f.avatar !== undefined, { error: 'at least one of name and avatar', path: ['name'] }),
+    members: z.strictObject({ t: z.literal('members'), id: uint, conv: conversationId, after: userId.optional(), limit: pageLimit }),
+    receipts: z.strictObject({ t: z.literal('receipts'), id: uint, conv: conversationId, seq: uint }),
   };
 }
 
@@ -386,6 +610,15 @@ const num = z.number();
 const str = z.string();
 const bytes = z.instanceof(Uint8Array, { error: 'expected bytes (msgpack bin)' });
 const kind = z.enum(['direct', 'group', 'channel']);
+const sysEvent = z.object({
+  op: z.enum(['create', 'add', 'remove', 'leave', 'role', 'meta']),
+  by: str,
+  users: optional(z.array(str)),
+  role: optional(z.enum(['owner', 'admin', 'member'])),
+  name: optional(str),
+  avatar: optional(str),
+  kind: optional(z.enum(['group', 'channel'])),
+});
 const messageEntry = z.object({
   seq: num,
   mid: str,
@@ -394,6 +627,8 @@ const messageEntry = z.object({
   body: bytes,
   ts: num,
   cmid: optional(str),
+  sys: optional(sysEvent),
+  media: optional(z.array(str)),
 });
 
 export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<ServerFrameOf<K>> } = {
@@ -420,6 +655,7 @@ export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<
     user: str,
     device: optional(str),
     seq: num,
+    all: optional(z.literal(true)),
   }),
   'sync.batch': z.object({
     t: z.literal('sync.batch'),
@@ -438,7 +674,10 @@ export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<
     reads: z.record(str, num),
     more: z.boolean(),
     peers: optional(z.record(str, z.object({ user: str, delivered: num, read: num }))),
+    unread: optional(z.record(str, num)),
+    unreadTotal: optional(num),
   }),
+  'keys.low': z.object({ t: z.literal('keys.low'), remaining: num, threshold: num }),
   'history.page': z.object({
     t: z.literal('history.page'),
     id: num,
@@ -455,6 +694,24 @@ export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<
   }),
   presence: z.object({ t: z.literal('presence'), user: str, online: z.boolean(), lastSeen: num.nullable() }),
   'typing.event': z.object({ t: z.literal('typing.event'), conv: str, user: str, device: str, state: z.enum(['typing', 'paused']) }),
+  'conv.ok': z.object({ t: z.literal('conv.ok'), id: num, conv: str, seq: num }),
+  'members.page': z.object({
+    t: z.literal('members.page'),
+    id: num,
+    conv: str,
+    members: z.array(z.object({ user: str, role: z.enum(['owner', 'admin', 'member']), joined: num })),
+    next: str.nullable(),
+  }),
+  'receipts.state': z.object({
+    t: z.literal('receipts.state'),
+    id: num,
+    conv: str,
+    seq: num,
+    delivered: z.array(str),
+    read: z.array(str),
+    deliveredAll: num,
+    readAll: num,
+  }),
   error: z.object({
     t: z.literal('error'),
     id: optional(num),

@@ -103,7 +103,11 @@ export const ERROR_CODES = {
   too_many_inflight: { retry: true, description: 'Too many requests await an answer (or a sync is already running); retry after one is answered.' },
   not_member: { retry: false, description: 'The user is not a member of the conversation.' },
   not_found: { retry: false, description: 'The conversation or the addressed user does not exist.' },
-  forbidden: { retry: false, description: "The user's role does not allow this (for example a reader sending to a channel)." },
+  forbidden: {
+    retry: false,
+    description: "The user's role does not allow this (a subscriber posting to a channel, a member removing someone, anyone removing an owner), or the conversation's kind has no such operation (membership operations on a direct conversation, conv.join on a group, receipts outside groups).",
+  },
+  group_full: { retry: false, description: 'The group would exceed groups.maxMembers members; nothing changed.' },
   store_unavailable: { retry: true, description: 'Storage did not answer in time; the request may or may not have taken effect. Retry (sends are idempotent).' },
   internal: { retry: true, description: 'Unexpected server error; retry with backoff.' },
   cluster_unavailable: {

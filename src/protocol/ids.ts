@@ -55,6 +55,41 @@ export function parseDirectConversationId(id: string): [string, string] | null {
   return [a, b];
 }
 
+/**
+ * Group and channel ids are derived from the creating request, so a retried `conv.create` (same
+ * user, kind and cmid) names the same conversation: `g:` (group) or `c:` (channel) then 26 Crockford
+ * base32 characters of the first 130 bits of SHA-256(user NUL kind NUL cmid). The digest is the
+ * caller's (node:crypto on the server, crypto.subtle in a browser): this module stays synchronous.
+ */
+export const GROUP_ID_PATTERN = /^[gc]:[0-9A-HJKMNP-TV-Z]{26}$/;
+
+/** The bytes hashed for a derived id (UTF-8 of `user \0 kind \0 cmid`). */
+export function derivedIdInput(user: string, kind: 'group' | 'channel', cmid: string): Uint8Array {
+  return new TextEncoder().encode(`${user}\u0000${kind}\u0000${cmid}`);
+}
+
+/** The conversation id of a group or channel from the SHA-256 `digest` of derivedIdInput. */
+export function derivedConversationId(kind: 'group' | 'channel', digest: Uint8Array): string {
+  if (digest.length < 17) throw new RangeError('digest too short');
+  let out = kind === 'group' ? 'g:' : 'c:';
+  for (let i = 0; i < 26; i++) {
+    let v = 0;
+    for (let b = 0; b < 5; b++) {
+      const bit = i * 5 + b;
+      v = (v << 1) | ((digest[bit >> 3]! >> (7 - (bit & 7))) & 1);
+    }
+    out += ALPHABET[v]!;
+  }
+  return out;
+}
+
+/** Media ids (src/media): the SHA-256 of the content in lower-case hex. */
+export const MEDIA_ID_PATTERN = /^[0-9a-f]{64}$/;
+
+export function isMediaId(value: unknown): value is string {
+  return typeof value === 'string' && MEDIA_ID_PATTERN.test(value);
+}
+
 // ---- message ids -------------------------------------------------------------------------------
 //
 // A message id is 26 characters of Crockford base32 (0-9 and A-Z without I L O U): 10 characters of

@@ -48,6 +48,11 @@ export interface MessageDraft {
   /** Opaque bytes: the server never interprets message bodies. */
   body: Uint8Array;
   sentAtMs: number;
+  /**
+   * Media ids (src/media: SHA-256 hex) the message refers to, in the sender's order. Absent when the
+   * message carries none; an empty list is stored and read back as absent.
+   */
+  media?: string[];
 }
 
 export interface StoredMessage extends MessageDraft {

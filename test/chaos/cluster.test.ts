@@ -5,8 +5,8 @@
  * node (left dead: the others take its conversations over when the leases expire), a shard crash,
  * a Redis restart that loses all data while one owner is frozen with SIGSTOP (old and new owners
  * both believe they own conversations: the store's epoch fence must keep the stale writes out; the
- * figures show how many it rejected), Cassandra frozen for 10 s, and a reconnect storm of 45 clients.
- * Checked like the single-node runs (test/support/chaos/history-check.ts).
+ * figures show how many it rejected), Cassandra frozen for 10 s, and a reconnect storm of 45 clients
+ * and a kill -9 with three groups of 5 members taking traffic besides the ring. Checked like the single-node runs (test/support/chaos/history-check.ts).
  *
  * Needs the node's cluster configuration (cluster.redisUrl in src/config/schema.ts); a checkout
  * without it skips every run and prints why.

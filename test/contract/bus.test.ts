@@ -200,6 +200,18 @@ function contract(factory: BusFactory) {
       t.same(r.frames.map((f) => f[0]! + (f[1]! << 8)), Array.from({ length: 200 }, (_, i) => i), 'in order');
     });
 
+    t.test('frames published over several event-loop turns (written together per turn) keep publish order', async (t) => {
+      const r = await new Recorder(node('turns')).attach(make());
+      const sent: Promise<number>[] = [];
+      for (let turn = 0; turn < 10; turn++) {
+        for (let j = 0; j < 1 + (turn % 4) * 10; j++) sent.push(publisher.publish(r.node, new Uint8Array([sent.length & 255, sent.length >> 8])));
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      t.same(new Set(await Promise.all(sent)), new Set([1]), 'every publish reached the one subscriber');
+      await r.fence(publisher);
+      t.same(r.frames.map((f) => f[0]! + (f[1]! << 8)), Array.from({ length: sent.length }, (_, i) => i), `all ${sent.length} in order`);
+    });
+
     t.test('a publish nobody listens to reports 0 receivers and does not throw', async (t) => {
       const before = await metricValue('ticks_bus_published_total', { bus: 'frames', result: 'no_receivers' });
       t.equal(await publisher.publish(node('nobody'), new Uint8Array([1])), 0);

@@ -93,6 +93,19 @@ function contract(factory: SessionsFactory) {
       t.same(await reg.list(user('nobody')), [], 'a user with no sessions lists nothing');
     });
 
+    t.test('listMany answers like list for each user, in order', { skip: reg.listMany === undefined ? 'no listMany' : false }, async (t) => {
+      const [u1, u2, none] = [user('many1'), user('many2'), user('many0')];
+      const [c1, c2, c3] = [conn('n1'), conn('n2'), conn('n3')];
+      await reg.put(u1, 'phone', c1, TTL_MS);
+      await reg.put(u2, 'phone', c2, TTL_MS);
+      await other.put(u2, 'laptop', c3, TTL_MS);
+      const lists = await reg.listMany!([u2, none, u1]);
+      t.equal(lists.length, 3, 'one answer per user');
+      t.same(lists.map(byDevice), [{ phone: c2, laptop: c3 }, {}, { phone: c1 }], 'each user its own live devices');
+      t.same(await reg.listMany!([]), [], 'no users, no answers');
+      await rejectsWithCode(t, reg.listMany!([u1, 'x'.repeat(300)]), 'cluster.invalid', 'a bad user fails the call');
+    });
+
     t.test('a newer connection replaces the device entry and reports the old one', async (t) => {
       const u = user('replace');
       const [old, newer] = [conn('n1'), conn('n2')];
@@ -192,6 +205,8 @@ function redisOnly(t: Test, factory: SessionsFactory) {
     t.same(await reg.refresh([{ user: u, device: 'phone', conn: c }], TTL_MS), [true], 'refresh');
     await admin.script('FLUSH');
     t.equal((await reg.list(u)).length, 1, 'list');
+    await admin.script('FLUSH');
+    t.same((await reg.listMany!([u, u])).map((l) => l.length), [1, 1], 'listMany');
     await admin.script('FLUSH');
     t.equal(await reg.remove(u, 'phone', c), true, 'remove');
   });

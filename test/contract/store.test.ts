@@ -153,6 +153,32 @@ function contract(factory: StoreFactory) {
       await rejectsWithCode(t, w.append([]), 'store.invalid', 'empty batch');
     });
 
+    t.test('media ids are stored with a message and read back in order by both read directions', async (t) => {
+      const id = await newConversation(store, 'media');
+      const w = await store.openWriter(id, 1);
+      const a = 'a'.repeat(64);
+      const b = 'b'.repeat(64);
+      const drafts = [draft(1, { media: [b, a] }), draft(2), draft(3, { media: [] }), draft(4, { media: [a] }), draft(5, { media: [a, b, a] })];
+      await w.append(drafts);
+      const forward = await store.readForward(id, 0, 10);
+      t.same(forward.messages.map((m) => m.media), [[b, a], undefined, undefined, [a], [a, b, a]], 'forward: media in the sender\'s order; none and [] read back as absent');
+      t.notOk('media' in forward.messages[1]!, 'a message without media has no media key');
+      t.notOk('media' in forward.messages[2]!, 'an empty media list is stored as none');
+      const backward = await store.readBackward(id, Number.MAX_SAFE_INTEGER, 10);
+      t.same(backward.messages.map((m) => [m.seq, m.media]), [[5, [a, b, a]], [4, [a]], [3, undefined], [2, undefined], [1, [b, a]]], 'backward');
+      // A replay keeps the stored message (and its media), whatever the replayed draft carries.
+      const replay = await w.append([{ ...drafts[0]!, messageId: randomUUID(), media: [a] }]);
+      t.equal(replay[0]!.duplicate, true);
+      t.same((await store.readForward(id, 0, 1)).messages[0]!.media, [b, a], 'the replay did not change the stored media');
+      // A fresh instance reads the same (the field is part of the stored record, not a cache).
+      const other = factory.create();
+      await other.open();
+      t.teardown(() => other.close());
+      t.same((await other.readForward(id, 0, 10)).messages.map((m) => m.media), [[b, a], undefined, undefined, [a], [a, b, a]], 'read back by a fresh instance');
+      await rejectsWithCode(t, w.append([draft(6, { media: 'nope' as unknown as string[] })]), 'store.invalid', 'media must be an array');
+      await rejectsWithCode(t, w.append([draft(7, { media: [''] })]), 'store.invalid', 'media ids must be non-empty strings');
+    });
+
     t.test('a batch that spans several buckets commits every message in order', async (t) => {
       const id = await newConversation(store, 'span');
       const w = await store.openWriter(id, 1);

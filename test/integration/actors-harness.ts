@@ -127,8 +127,14 @@ export class World {
   readonly control = new AppendControl();
   readonly net: MemoryShardNetwork;
   readonly shards: ShardActors[] = [];
-  readonly raw: EmbeddedStore;
+  /** The engine under the proxy: embedded in a temp directory unless the constructor got one. */
+  readonly raw: Store;
   readonly store: Store;
+  /**
+   * Store methods to replace (e.g. a putMember that fails once, a crash between append and member
+   * rows): the proxy calls `hooks[name]` instead of the engine's method while it is set.
+   */
+  readonly hooks: Partial<Record<keyof Store, (...args: never[]) => unknown>> = {};
   private readonly dir: string;
   private readonly devices = new Map<number, Device>();
   private nextConn = 1;
@@ -136,14 +142,19 @@ export class World {
   constructor(
     shardCount = 2,
     config: Partial<ActorsConfig> = {},
-    extra: Pick<Partial<ShardActorsOptions>, 'maxPendingPerDevice' | 'maxConcurrentReads' | 'attachTimeoutMs' | 'wake'> = {},
+    extra: Pick<Partial<ShardActorsOptions>, 'maxPendingPerDevice' | 'maxConcurrentReads' | 'attachTimeoutMs' | 'wake' | 'maxGroupMembers' | 'channelFanout' | 'media'> = {},
+    /** Another engine (e.g. a ScyllaStore from test/contract/store-engines.ts); opened and closed here. */
+    rawStore?: Store,
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'ticks-actors-'));
-    this.raw = new EmbeddedStore({ path: join(this.dir, 'db'), bucketSize: 4, idempotencyTtlMs: 3_600_000 });
+    this.raw = rawStore ?? new EmbeddedStore({ path: join(this.dir, 'db'), bucketSize: 4, idempotencyTtlMs: 3_600_000 });
     const control = this.control;
     const raw = this.raw;
+    const hooks = this.hooks;
     this.store = new Proxy(raw, {
       get(target, prop, receiver) {
+        const hook = hooks[prop as keyof Store];
+        if (hook !== undefined) return hook;
         if (prop === 'openWriter') {
           return async (conv: string, epoch: number) => control.wrap(await raw.openWriter(conv, epoch));
         }

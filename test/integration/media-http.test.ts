@@ -5,10 +5,12 @@
  *
  * Media: upload with type detection and limits (413 while streaming, 415), content addressing,
  * signed URLs only for members of a conversation where the media was sent, download through the
- * URL, and every refusal (401, 403, 404). The conversation is created by a real send through the
- * SDK; the reference (media sent in the conversation) is recorded through the MediaIndex API until
- * message frames carry media ids.
- * Prekeys: PUT own keys, GET bundles with single consumption, the low-prekey signal, refusals.
+ * URL, and every refusal (401, 403, 404). Media ids travel in `send.media` over the WebSocket: the
+ * conversation actor refuses ids never uploaded and records the reference before `sent`, so the
+ * receiver's live `msg`, its sync and history carry the ids and it can get a URL at once.
+ * Prekeys: PUT own keys, GET bundles with single consumption, the low-prekey signal (in the answers
+ * and as a `keys.low` frame on the device's live session), the per-user fetch rate limit (429),
+ * refusals. Devices: DELETE /devices/:device removes the device, its push token and its prekeys.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -24,8 +26,11 @@ import { ScyllaMediaIndex } from '../../src/media/scylla-media-index.js';
 import { signUrl, urlSecretFrom } from '../../src/media/signing.js';
 import { startNode, type RunningNode } from '../../src/node.js';
 import { directConversationId } from '../../src/protocol/ids.js';
+import { createStore } from '../../src/store/create-store.js';
 import { scyllaOptionsOf } from '../../src/store/scylla/aux-tables.js';
-import { E2eClient } from '../support/e2e-client.js';
+import type { ServerFrame } from '../../src/protocol/client-frames.js';
+import { RawClient } from '../support/cluster-raw-client.js';
+import { utf8, waitUntil } from '../support/e2e-client.js';
 import { requireCassandra, uniqueKeyspace } from '../support/env.js';
 import { startS3, type S3Service } from '../support/services/s3.js';
 
@@ -82,15 +87,13 @@ for (const engine of (['embedded', 'scylla'] as const).filter((e) => !process.en
         urlTtlS: 600,
         maxConcurrentUploads: 1,
       },
-      keys: { maxPerUpload: 20, maxOneTimePreKeys: 30, lowThreshold: 3 },
+      keys: { maxPerUpload: 20, maxOneTimePreKeys: 30, lowThreshold: 3, fetchPerMinute: 40 },
     });
     const node: RunningNode = await startNode(config, { testHooks: true });
-    const clients: E2eClient[] = [];
     const index: MediaIndex =
       engine === 'embedded' ? new EmbeddedMediaIndex(join(dir, 'media', 'index')) : new ScyllaMediaIndex(scyllaOptionsOf(config.store));
     await index.open();
     t.teardown(async () => {
-      for (const c of clients) c.close();
       await index.close();
       await node.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -111,6 +114,23 @@ for (const engine of (['embedded', 'scylla'] as const).filter((e) => !process.en
     const carol = user('carol');
     const conv = directConversationId(alice, bob);
 
+    /** A raw protocol session (the SDK has no media or keys.low yet); it has synced once. */
+    const raw = async (u: string, device = 'phone'): Promise<RawClient> => {
+      const c = new RawClient({ url: `ws://127.0.0.1:${node.port}`, id: 'media-node' }, u, device, SECRET);
+      t.teardown(() => c.close());
+      await c.open();
+      return c;
+    };
+    let nextId = 100;
+    /** Sends `media` from `c` to `to`; resolves with the answer (`sent` or `error`). */
+    const sendMedia = async (c: RawClient, to: string, media: string[] | undefined, body = 'with media'): Promise<ServerFrame> => {
+      const id = nextId++;
+      c.send({ t: 'send', id, to, cmid: `cm-${id}`, body: utf8(body), ...(media === undefined ? {} : { media }) });
+      const answer = (): ServerFrame | undefined => c.frames.find((f) => (f.t === 'sent' || f.t === 'error') && f.id === id);
+      await waitUntil(() => answer() !== undefined, `answer to send ${id} of ${c.label}`);
+      return answer()!;
+    };
+
     t.test('upload, signed URL for a member, download; refusals', async (t) => {
       const image = png(40 * KiB);
       const up = await upload(alice, image, { 'content-type': 'text/plain' });
@@ -120,12 +140,19 @@ for (const engine of (['embedded', 'scylla'] as const).filter((e) => !process.en
       const again = (await (await upload(bob, image)).json()) as { created: boolean };
       t.equal(again.created, false, 'the same bytes uploaded again are the same blob');
 
-      // The conversation exists once alice sent bob something; the message carried the media id.
-      const c = new E2eClient({ url: `ws://127.0.0.1:${node.port}`, token: () => token(alice), label: 'alice/phone' });
-      clients.push(c);
-      await c.connect();
-      await c.send({ to: bob }, `photo ${body.id}`);
-      await index.recordSent(conv, [body.id]);
+      // Before any message carried it, bob (not yet in any conversation with alice) gets no URL.
+      t.equal((await askUrl(bob, body.id, conv)).status, 403, 'no URL before the id was sent in the conversation');
+
+      // alice sends bob a message carrying the id; bob is online and receives it live.
+      const a = await raw(alice);
+      const b = await raw(bob);
+      const sent = await sendMedia(a, bob, [body.id]);
+      t.equal(sent.t, 'sent', `a send with an uploaded media id is stored: ${JSON.stringify(sent)}`);
+      const seq = (sent as { seq: number }).seq;
+      await waitUntil(() => b.frames.some((f) => f.t === 'msg' && f.seq === seq), 'bob receives the message live');
+      const live = b.frames.find((f) => f.t === 'msg' && f.seq === seq) as { media?: string[] };
+      t.same(live.media, [body.id], 'the live msg carries the media id, never bytes');
+      // The reference was recorded before `sent`: the URL is available the moment the message is.
 
       const issued = await askUrl(bob, body.id, conv);
       t.equal(issued.status, 200, 'a member gets a URL');
@@ -166,6 +193,26 @@ for (const engine of (['embedded', 'scylla'] as const).filter((e) => !process.en
       const noSig = new URL(u);
       noSig.searchParams.delete('sig');
       t.equal((await fetch(noSig)).status, 403);
+
+      // Sync and history carry the ids too (a fresh device of bob, and a history page).
+      const b2 = await raw(bob, 'tablet');
+      const batch = b2.frames.find((f) => f.t === 'sync.batch' && f.conv === conv) as { msgs: { seq: number; media?: string[] }[] } | undefined;
+      t.same(batch?.msgs.find((m) => m.seq === seq)?.media, [body.id], 'sync.batch entries carry media ids');
+      b2.send({ t: 'history', id: 7, conv, limit: 10 });
+      await waitUntil(() => b2.frames.some((f) => f.t === 'history.page' && f.id === 7), 'history page');
+      const page = b2.frames.find((f) => f.t === 'history.page' && f.id === 7) as { msgs: { seq: number; media?: string[] }[] };
+      t.same(page.msgs.find((m) => m.seq === seq)?.media, [body.id], 'history entries carry media ids');
+
+      // A send with an id that was never uploaded is refused and nothing is stored.
+      const never = sha(randomBytes(8));
+      const refused = await sendMedia(a, bob, [body.id, never]);
+      t.match(refused, { t: 'error', code: 'invalid_field', field: 'media.1', retry: false }, 'unknown media id: invalid_field on media.1');
+      t.equal((await askUrl(bob, never, conv)).status, 403, 'the refused send recorded no reference');
+      const after = await sendMedia(a, bob, undefined, 'plain');
+      t.equal((after as { seq: number }).seq, seq + 1, 'the refused send took no seq');
+      // A malformed id is refused by the frame schema (invalid_field as well).
+      const malformed = await sendMedia(a, bob, ['NOT-HEX']);
+      t.match(malformed, { t: 'error', code: 'invalid_field' });
 
       const secret = urlSecretFrom(undefined, SECRET)!;
       const expired = await fetch(base + signUrl(secret, body.id, bob, Math.floor(Date.now() / 1000) - 5));
@@ -208,11 +255,8 @@ for (const engine of (['embedded', 'scylla'] as const).filter((e) => !process.en
       t.equal(up.status, 201);
       const { id } = (await up.json()) as { id: string };
       const convBig = directConversationId(alice, carol);
-      const c = new E2eClient({ url: `ws://127.0.0.1:${node.port}`, token: () => token(carol), label: 'carol/phone' });
-      clients.push(c);
-      await c.connect();
-      await c.send({ to: alice }, 'send me the pdf');
-      await index.recordSent(convBig, [id]);
+      const c = await raw(carol);
+      t.equal((await sendMedia(c, alice, [id], 'the pdf')).t, 'sent');
       const { url } = (await (await askUrl(alice, id, convBig)).json()) as { url: string };
       const res = await fetch(base + url);
       t.equal(res.headers.get('content-length'), String(pdf.length));
@@ -229,6 +273,8 @@ for (const engine of (['embedded', 'scylla'] as const).filter((e) => !process.en
         fetch(`${base}/keys`, { method: 'PUT', body: JSON.stringify(body), headers: { ...(await auth(u, device)), 'content-type': 'application/json' } });
       const spk = { keyId: 1, publicKey: b64(), signature: b64(64) };
 
+      // bob's phone is online: the low-prekey signal reaches it as a keys.low frame.
+      const phone = await raw(bob, 'phone');
       const r = await put(bob, 'phone', { identityKey: ik, signedPreKey: spk, oneTimePreKeys: keys(1, 5) });
       t.equal(r.status, 200);
       t.same(await r.json(), { oneTimeCount: 5, identityChanged: false, low: false, lowThreshold: 3 });
@@ -256,6 +302,10 @@ for (const engine of (['embedded', 'scylla'] as const).filter((e) => !process.en
 
       const status = await fetch(`${base}/keys`, { headers: await auth(bob, 'phone') });
       t.same(await status.json(), { oneTimeCount: 0, low: true, lowThreshold: 3 }, 'the device is told to upload more');
+      await waitUntil(() => phone.frames.some((f) => f.t === 'keys.low'), 'a keys.low frame on bob/phone');
+      const low = phone.frames.filter((f) => f.t === 'keys.low') as { remaining: number; threshold: number }[];
+      t.ok(low.every((f) => f.threshold === 3 && f.remaining < 3), `keys.low frames name the count below the threshold: ${JSON.stringify(low)}`);
+      t.ok(low.length <= 2, 'at most one frame per device per thread in the interval (2 threads), not one per fetch');
       const metrics = await node.metrics();
       t.match(metrics, /ticks_keys_low_signals_total \d+/);
 
@@ -268,6 +318,69 @@ for (const engine of (['embedded', 'scylla'] as const).filter((e) => !process.en
       const full = await put(bob, 'phone', { identityKey: ik, signedPreKey: spk, oneTimePreKeys: keys(300, 11) });
       t.equal(full.status, 409, 'over maxOneTimePreKeys: 409');
       t.equal(((await full.json()) as { error: string }).error, 'keys.too_many');
+    });
+
+    t.test('prekey bundle fetches are rate limited per user (keys.fetchPerMinute)', async (t) => {
+      // 40 per minute per shard thread here (no Redis): over 2 threads, 81 requests must hit a 429.
+      const dave = user('dave');
+      const headers = await auth(dave);
+      const statuses: number[] = [];
+      let limited: Response | undefined;
+      while (statuses.length < 200 && limited === undefined) {
+        const r = await fetch(`${base}/keys/${user('nobody')}`, { headers });
+        statuses.push(r.status);
+        if (r.status === 429) limited = r;
+        else await r.arrayBuffer();
+      }
+      t.ok(limited, `a 429 came after ${statuses.length} requests`);
+      t.ok(statuses.indexOf(429) >= 40, 'the first 40 fetches were not limited');
+      t.ok(statuses.slice(0, statuses.indexOf(429)).every((s) => s === 404), 'until then each was answered (404: nobody published keys)');
+      const retryAfter = Number(limited!.headers.get('retry-after'));
+      t.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After is the rest of the minute: ${retryAfter}`);
+      const err = (await limited!.json()) as { error: string; message: string };
+      t.equal(err.error, 'keys.rate_limited');
+      t.match(err.message, /more than 40 prekey bundle fetches/);
+      // Another user is not affected.
+      t.equal((await fetch(`${base}/keys/${user('nobody')}`, { headers: await auth(user('erin')) })).status, 404);
+      t.match(await node.metrics(), /ticks_keys_fetch_limited_total [1-9]/);
+    });
+
+    t.test('DELETE /devices/:device removes the device, its push token and its prekeys', async (t) => {
+      const frank = user('frank');
+      const b64 = (n = 32): string => randomBytes(n).toString('base64');
+      const spk = { keyId: 1, publicKey: b64(), signature: b64(64) };
+      for (const device of ['phone', 'laptop']) {
+        const put = await fetch(`${base}/keys`, {
+          method: 'PUT',
+          body: JSON.stringify({ identityKey: b64(), signedPreKey: spk, oneTimePreKeys: [{ keyId: 1, publicKey: b64() }] }),
+          headers: { ...(await auth(frank, device)), 'content-type': 'application/json' },
+        });
+        t.equal(put.status, 200);
+        const token = await fetch(`${base}/push-token`, {
+          method: 'PUT',
+          body: JSON.stringify({ provider: 'log', token: `tok-${device}` }),
+          headers: { ...(await auth(frank, device)), 'content-type': 'application/json' },
+        });
+        t.equal(token.status, 204);
+      }
+      const store = createStore(config.store);
+      await store.open();
+      t.teardown(() => store.close());
+      t.same((await store.listDevices(frank)).map((d) => [d.deviceId, d.pushToken]).sort(), [['laptop', 'tok-laptop'], ['phone', 'tok-phone']]);
+
+      // The phone removes the lost laptop.
+      const del = await fetch(`${base}/devices/laptop`, { method: 'DELETE', headers: await auth(frank, 'phone') });
+      t.equal(del.status, 204);
+      t.same((await store.listDevices(frank)).map((d) => [d.deviceId, d.pushToken]), [['phone', 'tok-phone']], 'the device and its push token are gone');
+      t.equal((await fetch(`${base}/keys/${frank}/laptop`, { headers: await auth(alice) })).status, 404, 'its prekeys are gone');
+      const bundles = (await (await fetch(`${base}/keys/${frank}`, { headers: await auth(alice) })).json()) as { devices: { device: string }[] };
+      t.same(bundles.devices.map((d) => d.device), ['phone'], 'only the remaining device is offered to new sessions');
+      t.equal((await fetch(`${base}/devices/laptop`, { method: 'DELETE', headers: await auth(frank, 'phone') })).status, 204, 'idempotent');
+      t.equal((await fetch(`${base}/devices/laptop`, { method: 'DELETE' })).status, 401, 'no token: 401');
+      t.equal((await fetch(`${base}/devices/${'x'.repeat(300)}`, { method: 'DELETE', headers: await auth(frank, 'phone') })).status, 400, 'malformed device id: 400');
+      // Only the caller's own user: another user naming frank's device id removes their own (absent) one.
+      t.equal((await fetch(`${base}/devices/phone`, { method: 'DELETE', headers: await auth(user('gina'), 'tablet') })).status, 204);
+      t.same((await store.listDevices(frank)).map((d) => d.deviceId), ['phone'], "another user cannot remove frank's devices");
     });
 
     t.test('uploads beyond maxConcurrentUploads per thread get 503 media.busy', async (t) => {

@@ -36,7 +36,7 @@ t.test('a crashed shard stops counting as ready while its thread is still closin
   const sup = new ShardSupervisor({
     count: 2,
     log: createLogger({ level: 'silent', node: 'shards-test', thread: 'main' }),
-    init: () => ({ nodeId: 'shards-test', config, port: port!, hs256Secret: SECRET, publicKeys: false, testHooks: true }),
+    init: () => ({ nodeId: 'shards-test', incarnation: 'shards-test', config, port: port!, hs256Secret: SECRET, publicKeys: false, testHooks: true }),
     onRequest: () => {},
     onRestart: () => void restarts++,
   });

@@ -67,7 +67,10 @@ function suite(cluster: RunnerCluster) {
     t.equal(grants.length, storm, 'one grant per queued catch-up');
     const granted = cluster.activeTimes ? await cluster.activeTimes(FLUSH_QUEUE) : grants;
     t.equal(granted.length, storm);
-    const windows = startsPerWindow(granted, WINDOW_MS, 0);
+    // A window opens at a grant and holds what starts before it ends; 25 ms of slack absorbs the
+    // difference between the limiter's expiry (Redis PX) and the recorded start times (the worker's
+    // clock when it moved the job), which put a 6th grant 1-2 ms inside a window on a loaded box.
+    const windows = startsPerWindow(granted, WINDOW_MS, 25);
     t.ok(Math.max(...windows) <= MAX, `at most ${MAX} catch-ups granted per ${WINDOW_MS} ms window over both nodes (${windows.join(' ')})`);
     const span = Math.max(...granted) - Math.min(...granted);
     const minSpan = (Math.ceil(storm / MAX) - 1) * WINDOW_MS;

@@ -24,6 +24,8 @@ interface World {
   activations: number;
   activate: () => Promise<void>;
   canPassivate: boolean;
+  /** What the actors hand back on a hand-off (Actor.handBack). */
+  held: Msg[];
 }
 
 function world(opts: { capacity?: number; idleMs?: number } = {}): World {
@@ -36,6 +38,7 @@ function world(opts: { capacity?: number; idleMs?: number } = {}): World {
     activations: 0,
     activate: () => Promise.resolve(),
     canPassivate: true,
+    held: [],
   };
   class TestActor implements Actor<Msg> {
     private busyFlag = false;
@@ -62,6 +65,12 @@ function world(opts: { capacity?: number; idleMs?: number } = {}): World {
     }
     deactivated(reason: string): void {
       w.log.push(`${this.ctx.key}#${this.gen} deactivated ${reason}`);
+    }
+    handBack(): Msg[] {
+      w.log.push(`${this.ctx.key}#${this.gen} hands back ${w.held.length}`);
+      const held = w.held;
+      w.held = [];
+      return held;
     }
   }
   w.host.define('conv', {
@@ -119,6 +128,30 @@ t.test('deactivate hands queued messages to a fresh activation and drops self me
   w.host.tell('conv', 'c1', { t: 'work', v: 'after' });
   await settle();
   t.same(w.log, ['c1#1 stop', 'c1#1 deactivated test', 'c1#2 work after']);
+});
+
+t.test('deactivate with a hand-off passes what the actor held, then its mailbox, and activates nothing', async (t) => {
+  const w = world();
+  let loaded!: () => void;
+  w.activate = () => new Promise<void>((r) => (loaded = r));
+  w.host.tell('conv', 'c1', { t: 'work', v: 'queued-1' });
+  w.host.tell('conv', 'c1', { t: 'work', v: 'queued-2' });
+  w.held = [{ t: 'work', v: 'accepted' }];
+  const handed: Msg[][] = [];
+  w.host.deactivate('conv', 'c1', 'lease lost', (msgs) => handed.push(msgs));
+  loaded();
+  await settle();
+  t.same(handed, [[{ t: 'work', v: 'accepted' }, { t: 'work', v: 'queued-1' }, { t: 'work', v: 'queued-2' }]], 'held messages first, then the mailbox, once');
+  t.same(w.log, ['c1#1 hands back 1', 'c1#1 deactivated lease lost'], 'handBack before deactivated; nothing processed');
+  t.equal(w.activations, 1, 'no fresh activation');
+  t.notOk(w.host.isActive('conv', 'c1'), 'the activation is gone');
+  w.host.deactivate('conv', 'nobody', 'x', () => t.fail('no activation, no hand-off'));
+  // Without a hand-off the actor is never asked (its held work is its own to answer).
+  w.activate = () => Promise.resolve();
+  w.held = [{ t: 'work', v: 'kept' }];
+  w.host.tell('conv', 'c2', { t: 'stop' });
+  await settle();
+  t.same(w.held, [{ t: 'work', v: 'kept' }], 'handBack is only called for a hand-off');
 });
 
 t.test('a failed activation rejects what waited and the next message tries again', async (t) => {

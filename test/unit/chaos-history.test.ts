@@ -282,6 +282,44 @@ t.test('a received message nobody sent is a phantom; a wrong sender or conversat
   only(t, h, 'corrupt');
 });
 
+t.test("a group's membership events are clean when the server wrote them, and corrupt otherwise", async (t) => {
+  const GROUP = 'g:CHAOSGROUP0000000000000000';
+  const gmid = (seq: number): string => `G${String(seq).padStart(25, '0')}`;
+  const event = (h: History, c: Clock, dev: string, fdev: string, from = 'alice'): void => {
+    h.wireEntry(c.t++, dev, GROUP, { seq: 1, mid: gmid(1), from, fdev }, 'msg');
+    h.deliver(c.t++, dev, { seq: 1, mid: gmid(1), from, fdev, conv: GROUP, body: '', source: 'live', sys: 'create' });
+  };
+  const group = (fdev: string, from?: string): History => {
+    const { h, c } = clean();
+    h.conversation(GROUP, ['alice', 'bob']);
+    event(h, c, B1, fdev, from);
+    event(h, c, A2, fdev, from);
+    // Then a message at seq 2: the event at seq 1 is held, so this is no gap.
+    h.submit(c.t++, A1, GROUP, 'g1', `body ${A1} g1`);
+    const ack = { conv: GROUP, seq: 2, mid: gmid(2), dup: false };
+    h.wireAck(c.t++, A1, 'g1', ack);
+    h.reported(c.t++, A1, 'g1', ack);
+    for (const dev of [B1, A2]) {
+      const entry = { seq: 2, mid: gmid(2), from: 'alice', fdev: 'phone', ...(dev === A2 ? { cmid: 'g1' } : {}) };
+      h.wireEntry(c.t++, dev, GROUP, entry, 'msg');
+      h.deliver(c.t++, dev, { ...entry, conv: GROUP, body: `body ${A1} g1`, source: 'live' });
+    }
+    return h;
+  };
+  const r = group('~').check();
+  t.ok(r.ok, `an event from the reserved device, then a message: clean\n${describeViolations(r)}`);
+  only(t, group('phone'), 'corrupt', 2);
+  only(t, group('~', 'mallory'), 'corrupt', 2);
+
+  // "Delivered to all" (`*`): every member must hold the seq; bob holds 2, alice (the sender) too.
+  const all = group('~');
+  all.receipt(90_000, A1, { conv: GROUP, kind: 'delivered', user: '*', seq: 2, source: 'live' });
+  const ok = all.check();
+  t.ok(ok.ok, `a * receipt every member backs is clean\n${describeViolations(ok)}`);
+  all.receipt(90_001, A1, { conv: GROUP, kind: 'delivered', user: '*', seq: 3, source: 'live' });
+  only(t, all, 'receipt-ahead');
+});
+
 t.test('a receipt claiming more than the device held is ahead; a receipt going back regresses', async (t) => {
   let { h, c } = clean();
   send(h, c, A1, 'c4', 4);

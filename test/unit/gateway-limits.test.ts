@@ -3,7 +3,7 @@ import type { SessionRef } from '../../src/actors/session.js';
 import { ConnectionTable, isAnswer, shortReason, type ConnState, type SocketLike } from '../../src/gateway/connections.js';
 import { FrameRateLimiter, WindowCounter } from '../../src/gateway/limits.js';
 import { decodeServerFrame } from '../../src/protocol/codec.js';
-import { CLOSE } from '../../src/protocol/codes.js';
+import { CLOSE, CLOSE_REASONS } from '../../src/protocol/codes.js';
 
 t.test('token bucket: burst, refill, rate_limited, then abuse past framesPerSecond rejections in a second', async (t) => {
   const l = new FrameRateLimiter(10, 20, 0);
@@ -129,6 +129,19 @@ t.test('the idle sweep pings a session silent for half the timeout and closes it
   t.equal(pings, 1, 'pinged once until something arrives');
   t.equal(table.idle(9_000, 8_000), 1);
   t.same(ws.ended, [[CLOSE.idleTimeout, 'idle timeout']]);
+});
+
+t.test('the sweep closes a socket over the backpressure limit with 4001 (uWS topic publishes skip it silently)', async (t) => {
+  const table = new ConnectionTable(1000);
+  const slow = new FakeSocket({ ...state(), lastSeenMs: 1_000 });
+  const fine = new FakeSocket({ ...state(), lastSeenMs: 1_000 });
+  slow.buffered = 1500;
+  fine.buffered = 900;
+  table.add(1, slow);
+  table.add(2, fine);
+  t.equal(table.idle(1_500, 8_000), 1);
+  t.same(slow.ended, [[CLOSE.slowConsumer, CLOSE_REASONS[CLOSE.slowConsumer]]]);
+  t.same(fine.ended, [], 'a socket under the limit stays');
 });
 
 t.test('answers pushed to a session count its in-flight requests back down', async (t) => {

@@ -63,6 +63,20 @@ const clientFrames: ClientFrame[] = [
   { t: 'presence.unsub', convs: ['g:team-42'] },
   { t: 'typing', conv: 'd:alice:bob', state: 'typing' },
   { t: 'typing', conv: 'g:team-42', state: 'paused' },
+  { t: 'send', id: 9, conv: 'g:team-42', cmid: 'm1', body: bytes(1), media: ['a'.repeat(64), '0123456789abcdef'.repeat(4)] },
+  { t: 'conv.create', id: 10, cmid: 'create-1', kind: 'group', name: 'Team', avatar: 'b'.repeat(64), members: ['bob', 'carol'] },
+  { t: 'conv.create', id: 11, cmid: 'create-2', kind: 'channel' },
+  { t: 'member.add', id: 12, conv: 'g:team-42', users: ['dave'], role: 'admin' },
+  { t: 'member.add', id: 13, conv: 'g:team-42', users: ['erin', 'frank'] },
+  { t: 'member.remove', id: 14, conv: 'g:team-42', user: 'dave' },
+  { t: 'member.role', id: 15, conv: 'g:team-42', user: 'erin', role: 'owner' },
+  { t: 'conv.leave', id: 16, conv: 'c:news' },
+  { t: 'conv.join', id: 17, conv: 'c:news' },
+  { t: 'conv.meta', id: 18, conv: 'g:team-42', name: '' },
+  { t: 'conv.meta', id: 19, conv: 'g:team-42', avatar: 'c'.repeat(64) },
+  { t: 'members', id: 20, conv: 'g:team-42', limit: 100 },
+  { t: 'members', id: 21, conv: 'g:team-42', after: 'bob', limit: 1 },
+  { t: 'receipts', id: 22, conv: 'g:team-42', seq: 7 },
 ];
 
 const entry = { seq: 9, mid: '01J0000000000000000000000A', from: 'bob', fdev: 'phone', body: bytes(7, 7), ts: 1_760_000_000_123 };
@@ -89,6 +103,14 @@ const serverFrames: ServerFrame[] = [
   { t: 'presence.state', id: 7, users: [{ user: 'bob', online: true, lastSeen: entry.ts }, { user: 'carol', online: false, lastSeen: null }] },
   { t: 'presence', user: 'bob', online: false, lastSeen: entry.ts },
   { t: 'typing.event', conv: 'd:alice:bob', user: 'bob', device: 'phone', state: 'typing' },
+  { t: 'msg', conv: 'g:x', kind: 'group', ...entry, fdev: '~', body: bytes(), sys: { op: 'add', by: 'alice', users: ['bob'], role: 'admin' } },
+  { t: 'msg', conv: 'g:x', kind: 'group', ...entry, media: ['a'.repeat(64)] },
+  { t: 'receipt', conv: 'g:x', kind: 'read', user: '*', seq: 41, all: true },
+  { t: 'conv.ok', id: 10, conv: 'g:ABCDEFGHJKMNPQRSTVWXYZ0123', seq: 1 },
+  { t: 'keys.low', remaining: 3, threshold: 10 },
+  { t: 'members.page', id: 20, conv: 'g:x', members: [{ user: 'alice', role: 'owner', joined: entry.ts }], next: 'alice' },
+  { t: 'members.page', id: 21, conv: 'g:x', members: [], next: null },
+  { t: 'receipts.state', id: 22, conv: 'g:x', seq: 7, delivered: ['alice', 'bob'], read: ['alice'], deliveredAll: 7, readAll: 3 },
   { t: 'error', id: 1, code: 'not_member', msg: 'not a member', retry: false },
   { t: 'error', code: 'invalid_field', msg: 'bad seq', retry: false, field: 'seq' },
 ];
@@ -408,4 +430,51 @@ t.test('message ids from independent generators in the same millisecond do not c
     for (let i = 0; i < 500; i++) seen.add(next(1_760_000_000_000));
   }
   t.equal(seen.size, 10_000);
+});
+
+t.test('group and channel ids are derived from (user, kind, cmid) and are conversation ids', async (t) => {
+  const { createHash } = await import('node:crypto');
+  const { derivedConversationId, derivedIdInput, GROUP_ID_PATTERN } = await import('../../src/protocol/ids.js');
+  const id = (user: string, kind: 'group' | 'channel', cmid: string) => derivedConversationId(kind, createHash('sha256').update(derivedIdInput(user, kind, cmid)).digest());
+  const g = id('alice', 'group', 'c1');
+  t.match(g, GROUP_ID_PATTERN);
+  t.ok(g.startsWith('g:') && g.length === 28);
+  t.ok(isConversationId(g), 'accepted as a conversation id');
+  t.equal(id('alice', 'group', 'c1'), g, 'same request, same id');
+  t.not(id('bob', 'group', 'c1'), g, 'another user');
+  t.not(id('alice', 'group', 'c2'), g, 'another cmid');
+  const c = id('alice', 'channel', 'c1');
+  t.ok(c.startsWith('c:') && isConversationId(c));
+  t.not(c.slice(2), g.slice(2), 'the kind is part of the hash');
+  // A fixed vector: SHA-256 of "alice\0group\0c1", first 130 bits in Crockford base32.
+  const digest = createHash('sha256').update('alice\u0000group\u0000c1').digest();
+  let bits = '';
+  for (const b of digest) bits += b.toString(2).padStart(8, '0');
+  const alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+  let expected = 'g:';
+  for (let i = 0; i < 26; i++) expected += alphabet[parseInt(bits.slice(i * 5, i * 5 + 5), 2)];
+  t.equal(g, expected);
+});
+
+t.test('group frames: bounds and strictness', async (t) => {
+  const fieldOf = (v: unknown) => {
+    const r = decodeRaw(v);
+    return r.ok ? 'ok' : r.field;
+  };
+  const users = (n: number) => Array.from({ length: n }, (_, i) => `u${i}`);
+  t.equal(fieldOf({ t: 'member.add', id: 1, conv: 'g:x', users: users(256) }), 'ok', '256 users');
+  t.equal(fieldOf({ t: 'member.add', id: 1, conv: 'g:x', users: users(257) }), 'users', '257 users');
+  t.equal(fieldOf({ t: 'member.add', id: 1, conv: 'g:x', users: [] }), 'users', 'no user');
+  t.equal(fieldOf({ t: 'member.add', id: 1, conv: 'g:x', users: ['bob'], role: 'owner' }), 'role', 'add as owner is not a thing');
+  t.equal(fieldOf({ t: 'member.role', id: 1, conv: 'g:x', user: 'bob', role: 'king' }), 'role');
+  t.equal(fieldOf({ t: 'conv.create', id: 1, cmid: 'c', kind: 'direct' }), 'kind', 'direct conversations are created by sends');
+  t.equal(fieldOf({ t: 'conv.create', id: 1, cmid: 'c', kind: 'group', name: 'x'.repeat(129) }), 'name');
+  t.equal(fieldOf({ t: 'conv.create', id: 1, cmid: 'c', kind: 'group', avatar: 'not-a-media-id' }), 'avatar');
+  t.equal(fieldOf({ t: 'conv.create', id: 1, cmid: 'c', kind: 'group', members: users(257) }), 'members');
+  t.equal(fieldOf({ t: 'conv.meta', id: 1, conv: 'g:x' }), 'name', 'meta needs name or avatar');
+  t.equal(fieldOf({ t: 'members', id: 1, conv: 'g:x', limit: 0 }), 'limit');
+  t.equal(fieldOf({ t: 'receipts', id: 1, conv: 'g:x', seq: -1 }), 'seq');
+  t.equal(fieldOf({ t: 'conv.leave', id: 1, conv: 'g:x', extra: 1 }), 'extra', 'unknown keys are refused');
+  t.equal(fieldOf({ t: 'send', id: 1, conv: 'g:x', cmid: 'c', body: bytes(), media: Array(17).fill('a'.repeat(64)) }), 'media', 'at most 16 media ids');
+  t.equal(fieldOf({ t: 'send', id: 1, conv: 'g:x', cmid: 'c', body: bytes(), media: ['A'.repeat(64)] }), 'media.0', 'lower-case hex only');
 });

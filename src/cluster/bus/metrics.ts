@@ -38,6 +38,20 @@ const bytesTotal = new Counter({
   registers: [registry],
 });
 
+const batches = new Counter({
+  name: 'ticks_bus_write_batches_total',
+  help: 'Batches of several publishes the bus wrote together (one event-loop turn, one socket write), by bus.',
+  labelNames: ['bus'] as const,
+  registers: [registry],
+});
+
+const batchedFrames = new Counter({
+  name: 'ticks_bus_batched_frames_total',
+  help: 'Frames published inside a batch of several (see ticks_bus_write_batches_total), by bus.',
+  labelNames: ['bus'] as const,
+  registers: [registry],
+});
+
 export class BusMetrics {
   constructor(private readonly bus: BusPurpose) {}
 
@@ -53,6 +67,12 @@ export class BusMetrics {
   /** A publish refused before reaching the transport (bounded queue full, bus closed). */
   refused(result: PublishResult): void {
     published.inc({ bus: this.bus, result });
+  }
+
+  /** `frames` publishes went out in one socket write. */
+  batched(frames: number): void {
+    batches.inc({ bus: this.bus });
+    batchedFrames.inc({ bus: this.bus }, frames);
   }
 
   received(bytes: number): void {

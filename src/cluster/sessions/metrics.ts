@@ -1,6 +1,6 @@
 import { opInstrument } from '../instrument.js';
 
-export type SessionsOp = 'put' | 'remove' | 'refresh' | 'list';
+export type SessionsOp = 'put' | 'remove' | 'refresh' | 'list' | 'list_many';
 
 /** Times one session registry operation; only ClusterErrors escape (see opInstrument). */
 export const instrument = opInstrument<SessionsOp>(

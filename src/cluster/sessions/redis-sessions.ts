@@ -83,15 +83,28 @@ export class RedisSessions implements SessionRegistry {
   list(user: string): Promise<SessionEntry[]> {
     return this.op('list', async () => {
       checkId('user', user);
-      const reply = await LIST.run(this.redis, keysOf(user), []);
-      if (!Array.isArray(reply) || reply.length % 3 !== 0) throw unexpected('list', reply);
-      const out: SessionEntry[] = [];
-      for (let i = 0; i < reply.length; i += 3) {
-        const [device, value, expires] = [reply[i], reply[i + 1], reply[i + 2]];
-        if (typeof device !== 'string' || typeof value !== 'string') throw unexpected('list', reply);
-        out.push({ device, ...decode(value), expiresAtMs: Number(expires) });
+      return entriesOf(await LIST.run(this.redis, keysOf(user), []));
+    });
+  }
+
+  /**
+   * The LIST calls of a fan-out, issued together on a corked socket: one write, one round trip,
+   * without the JavaScript cost of an ioredis Pipeline (which outweighs the syscalls it saves for a
+   * handful of calls).
+   */
+  listMany(users: readonly string[]): Promise<SessionEntry[][]> {
+    return this.op('list_many', async () => {
+      for (const u of users) checkId('user', u);
+      if (users.length === 0) return [];
+      const stream = this.redis.status === 'ready' ? this.redis.stream : null;
+      stream?.cork();
+      let replies: Promise<unknown>[];
+      try {
+        replies = users.map((u) => LIST.run(this.redis, keysOf(u), []));
+      } finally {
+        stream?.uncork();
       }
-      return out;
+      return (await Promise.all(replies)).map(entriesOf);
     });
   }
 
@@ -104,6 +117,17 @@ function wrap(err: unknown): ClusterError {
   const e = wrapRedisError(err);
   countRedisError('sessions', e);
   return e;
+}
+
+function entriesOf(reply: unknown): SessionEntry[] {
+  if (!Array.isArray(reply) || reply.length % 3 !== 0) throw unexpected('list', reply);
+  const out: SessionEntry[] = [];
+  for (let i = 0; i < reply.length; i += 3) {
+    const [device, value, expires] = [reply[i] as unknown, reply[i + 1] as unknown, reply[i + 2] as unknown];
+    if (typeof device !== 'string' || typeof value !== 'string') throw unexpected('list', reply);
+    out.push({ device, ...decode(value), expiresAtMs: Number(expires) });
+  }
+  return out;
 }
 
 function keysOf(user: string): string[] {

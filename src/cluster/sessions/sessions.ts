@@ -17,7 +17,8 @@
  *   (a node's heartbeat); `result[i]` answers `entries[i]`. `false` means the entry expired or was
  *   replaced: the gateway should `put` again if the connection is still open.
  * - `list` returns the user's live devices, in no particular order, each with its expiry on the
- *   registry's clock (Redis server time for Redis).
+ *   registry's clock (Redis server time for Redis). `listMany` (optional) answers like `list` for
+ *   each user, in one round trip.
  * - Users and devices are non-empty strings of at most 256 characters; ttlMs is a positive
  *   integer. Anything else is `cluster.invalid`.
  * - Errors: `ClusterError` only; `cluster.unavailable` / `cluster.timeout` are retryable and every
@@ -47,6 +48,11 @@ export interface SessionRegistry {
   remove(user: string, device: string, conn: SessionConn): Promise<boolean>;
   refresh(entries: readonly SessionRefresh[], ttlMs: number): Promise<boolean[]>;
   list(user: string): Promise<SessionEntry[]>;
+  /**
+   * Optional: `list` of many users in one round trip (a node's fan-out); `result[i]` answers
+   * `users[i]`. Fails as a whole when any lookup fails.
+   */
+  listMany?(users: readonly string[]): Promise<SessionEntry[][]>;
 }
 
 export const MAX_SESSION_ID_LENGTH = 256;

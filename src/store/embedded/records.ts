@@ -56,6 +56,8 @@ export interface MessageRow {
   clientMsgId: string;
   body: Uint8Array;
   sentAtMs: number;
+  /** Media ids; absent when none (and in every row written before the field existed). */
+  media?: string[];
 }
 
 export interface IdempotencyRow {
@@ -82,7 +84,7 @@ export function plainBytes(bytes: Uint8Array): Uint8Array {
 }
 
 export function toStoredMessage(conversationId: string, seq: number, row: MessageRow): StoredMessage {
-  return {
+  const m: StoredMessage = {
     conversationId,
     seq,
     messageId: row.messageId,
@@ -92,4 +94,6 @@ export function toStoredMessage(conversationId: string, seq: number, row: Messag
     body: plainBytes(row.body),
     sentAtMs: row.sentAtMs,
   };
+  if (row.media !== undefined && row.media.length > 0) m.media = [...row.media];
+  return m;
 }

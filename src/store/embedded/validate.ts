@@ -90,8 +90,19 @@ export function checkDrafts(drafts: unknown): MessageDraft[] {
     checkId('clientMsgId', d.clientMsgId);
     if (!(d.body instanceof Uint8Array)) throw invalid('draft body must be a Uint8Array');
     checkTime('sentAtMs', d.sentAtMs);
+    checkMedia(d.media);
   }
   return drafts as MessageDraft[];
+}
+
+/** Most media ids one message may carry at the store level (the protocol allows fewer). */
+export const MAX_MEDIA_PER_MESSAGE = 256;
+
+/** A draft's optional media ids: an array of ids (non-empty strings within MAX_ID_BYTES). */
+export function checkMedia(media: unknown): void {
+  if (media === undefined) return;
+  if (!Array.isArray(media) || media.length > MAX_MEDIA_PER_MESSAGE) throw invalid(`media must be an array of at most ${MAX_MEDIA_PER_MESSAGE} ids`);
+  media.forEach((id, i) => checkId(`media[${i}]`, id));
 }
 
 export function checkCursorUpdates(updates: unknown): CursorUpdate[] {

@@ -245,6 +245,8 @@ function appendInTransaction(
       body: d.body,
       sentAtMs: d.sentAtMs,
     };
+    // Only when present: rows without media keep the layout every earlier version wrote.
+    if (d.media !== undefined && d.media.length > 0) row.media = [...d.media];
     tables.messages.put(messageKey(conversationId, s, bucketSize), row);
     const idem: IdempotencyRow = { seq: s, messageId: d.messageId, expiresAtMs };
     tables.idempotency.put(idempotencyKey(conversationId, d.senderDevice, d.clientMsgId), idem);

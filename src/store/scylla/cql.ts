@@ -74,6 +74,13 @@ export const MIGRATIONS: readonly Migration[] = [
         created_at timestamp, PRIMARY KEY ((user_id), device_id))`),
     ],
   },
+  {
+    version: 2,
+    description: 'messages.media: the media ids a message refers to',
+    // Null for every earlier row, which reads back as "no media". Written only when a message has
+    // media (an unset bind otherwise), so rows without media carry no cell and no tombstone.
+    steps: [{ kind: 'add_column', table: 'messages', column: 'media', type: 'list<text>' }],
+  },
 ];
 
 /** Bootstrap DDL run before the migrations themselves (both idempotent). */
@@ -128,17 +135,17 @@ export function statements(ks: string) {
     /** First statement of every fenced append batch. */
     fenceBucket: `UPDATE ${ks}.messages SET epoch = ? WHERE conv = ? AND bucket = ? IF epoch = ?`,
     insertMessage: `INSERT INTO ${ks}.messages
-      (conv, bucket, seq, message_id, sender_user, sender_device, client_msg_id, body, sent_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
+      (conv, bucket, seq, message_id, sender_user, sender_device, client_msg_id, body, sent_at, media)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`,
     /** Newest row of a bucket plus its static epoch (a static-only partition gives seq = null). */
     bucketTop: `SELECT seq, epoch FROM ${ks}.messages WHERE conv = ? AND bucket = ? ORDER BY seq DESC LIMIT 1`,
     bucketNewestSentAt: `SELECT max(sent_at) AS newest FROM ${ks}.messages WHERE conv = ? AND bucket = ?`,
     existingSeqs: `SELECT seq FROM ${ks}.messages WHERE conv = ? AND bucket = ? AND seq IN ?`,
     messagesAt: `SELECT seq, message_id, sender_device, client_msg_id FROM ${ks}.messages
       WHERE conv = ? AND bucket = ? AND seq IN ?`,
-    rangeAsc: `SELECT seq, message_id, sender_user, sender_device, client_msg_id, body, sent_at
+    rangeAsc: `SELECT seq, message_id, sender_user, sender_device, client_msg_id, body, sent_at, media
       FROM ${ks}.messages WHERE conv = ? AND bucket = ? AND seq >= ? AND seq <= ?`,
-    rangeDesc: `SELECT seq, message_id, sender_user, sender_device, client_msg_id, body, sent_at
+    rangeDesc: `SELECT seq, message_id, sender_user, sender_device, client_msg_id, body, sent_at, media
       FROM ${ks}.messages WHERE conv = ? AND bucket = ? AND seq >= ? AND seq <= ? ORDER BY seq DESC`,
     /** Range tombstone over a retired bucket's rows; keeps the static (retired) epoch. */
     deleteBucketRows: `DELETE FROM ${ks}.messages WHERE conv = ? AND bucket = ? AND seq >= ? AND seq <= ?`,

@@ -158,7 +158,8 @@ export function staleEpoch(conv: string, epoch: number): StoreError {
 
 function toMessage(conversationId: string, row: Row): StoredMessage {
   const body = row.get('body') as Buffer | null;
-  return {
+  const media = row.get('media') as string[] | null | undefined;
+  const m: StoredMessage = {
     conversationId,
     seq: num(row.get('seq')) ?? 0,
     messageId: str(row.get('message_id')),
@@ -168,4 +169,6 @@ function toMessage(conversationId: string, row: Row): StoredMessage {
     body: body ?? new Uint8Array(0),
     sentAtMs: ms(row.get('sent_at')),
   };
+  if (Array.isArray(media) && media.length > 0) m.media = media.map(String);
+  return m;
 }

@@ -38,6 +38,9 @@ export function requireId(name: string, value: unknown): string {
   return value;
 }
 
+/** Most media ids one message may carry at the store level (the protocol allows fewer). */
+export const MAX_MEDIA_PER_MESSAGE = 256;
+
 export function requireSeq(name: string, value: unknown): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
     throw invalid(`${name} must be a non-negative safe integer, got ${String(value)}`);

@@ -6,7 +6,7 @@ import type { AppendResult, MessageDraft } from '../types.js';
 import { wrapDriverError } from './errors.js';
 import { RETIRED_EPOCH, staleEpoch, type MessageLog } from './log.js';
 import { mapLimit, type Session, type Stmt } from './session.js';
-import { invalid, num, requireId, requireMs, toBuffer } from './values.js';
+import { invalid, MAX_MEDIA_PER_MESSAGE, num, requireId, requireMs, toBuffer } from './values.js';
 
 const { types } = cassandra;
 
@@ -185,7 +185,8 @@ export class ScyllaWriter implements ConversationWriter {
       { query: this.s.cql.fenceBucket, params: [this.epoch, conv, bucket, this.epoch] },
       ...chunk.map(({ seq, draft: d }) => ({
         query: this.s.cql.insertMessage,
-        params: [conv, bucket, seq, d.messageId, d.senderUser, d.senderDevice, d.clientMsgId, toBuffer(d.body), new Date(d.sentAtMs)],
+        // undefined = unset (the driver's useUndefinedAsUnset): no cell, no tombstone, for messages without media.
+        params: [conv, bucket, seq, d.messageId, d.senderUser, d.senderDevice, d.clientMsgId, toBuffer(d.body), new Date(d.sentAtMs), d.media?.length ? d.media : undefined],
       })),
     ];
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -266,6 +267,10 @@ function validate(drafts: MessageDraft[]): void {
     requireId('clientMsgId', d.clientMsgId);
     if (!(d.body instanceof Uint8Array)) throw invalid('body must be a Uint8Array');
     requireMs('sentAtMs', d.sentAtMs);
+    if (d.media !== undefined) {
+      if (!Array.isArray(d.media) || d.media.length > MAX_MEDIA_PER_MESSAGE) throw invalid(`media must be an array of at most ${MAX_MEDIA_PER_MESSAGE} ids`);
+      d.media.forEach((id, i) => requireId(`media[${i}]`, id));
+    }
   }
 }
 

@@ -66,7 +66,7 @@ export class ChaosClient {
     });
     const h = this.#h;
     this.sdk.on('message', (m) =>
-      h.deliver(o.now(), this.key, { conv: m.conv, seq: m.seq, mid: m.mid, from: m.from, fdev: m.fdev, cmid: m.cmid, body: textDecoder.decode(m.body), source: m.source }),
+      h.deliver(o.now(), this.key, { conv: m.conv, seq: m.seq, mid: m.mid, from: m.from, fdev: m.fdev, cmid: m.cmid, body: textDecoder.decode(m.body), source: m.source, ...(m.sys === undefined ? {} : { sys: m.sys.op }) }),
     );
     this.sdk.on('sent', (e) => h.reported(o.now(), this.key, e.cmid, { conv: e.conv, seq: e.seq, mid: e.mid, dup: e.dup }));
     this.sdk.on('send-failed', (e) => {

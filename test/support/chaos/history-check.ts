@@ -16,7 +16,8 @@
  *    and device, in the right conversation, with the submitted bytes;
  *  - failed-but-stored / unsettled: a send the SDK failed was never stored; every send was settled;
  *  - receipt-ahead / receipt-regress: a receipt never claims more than the named device (or some
- *    device of the named user) held at that moment, and never goes backwards;
+ *    device of the named user; for a group's `*` receipt, every member) held at that moment, and
+ *    never goes backwards; a group's membership events (device `~`) count like messages;
  *  - history-missed: a `history` page never leaves out a message of its range that had been acked
  *    before the request was sent (acked means durably stored, so the store must return it);
  *  - head-behind: a `synced` (the authoritative caught-up marker) never gives a conversation of the
@@ -33,6 +34,8 @@ interface Submission {
 }
 
 const subKey = (dev: DeviceKey, cmid: string): string => `${dev}\u0000${cmid}`;
+/** The sender device of membership events (src/actors/conversation-ops.ts). */
+const SYS_DEVICE = '~';
 
 /** Per (device, conversation) state while replaying the events. */
 class DeviceConv {
@@ -233,8 +236,11 @@ export function checkHistory(h: HistoryView): CheckResult {
         delivered++;
         const m = e.msg;
         const s = dc(e.dev, m.conv);
-        const sub = byBody.get(m.body);
-        if (sub === undefined) add('phantom', `${e.dev} got ${m.conv}@${m.seq}/${m.mid} whose body nobody submitted`);
+        const sub = m.sys === undefined ? byBody.get(m.body) : undefined;
+        if (m.sys !== undefined) {
+          // A group's membership event: written by the server under the reserved device `~`.
+          if (m.fdev !== SYS_DEVICE || !h.members(m.conv).includes(m.from)) add('corrupt', `${e.dev} got event ${m.sys} ${m.conv}@${m.seq}/${m.mid} from ${deviceKey(m.from, m.fdev)}`);
+        } else if (sub === undefined) add('phantom', `${e.dev} got ${m.conv}@${m.seq}/${m.mid} whose body nobody submitted`);
         else {
           const wrong: string[] = [];
           if (sub.conv !== m.conv) wrong.push(`conv ${m.conv} (submitted to ${sub.conv})`);
@@ -272,8 +278,15 @@ export function checkHistory(h: HistoryView): CheckResult {
         const before = lastReceipt.get(rk) ?? 0;
         if (r.seq < before) add('receipt-regress', `${e.dev} got ${r.kind} ${r.user}${r.device ? '/' + r.device : ''} ${r.conv}@${r.seq} after @${before}`);
         lastReceipt.set(rk, Math.max(before, r.seq));
-        const devs = r.device !== undefined ? [deviceKey(r.user, r.device)] : h.devicesOf(r.user);
-        const held = Math.max(0, ...devs.map((d) => dc(d, r.conv).heldContig));
+        // `*`: a group's "every member" receipt (delivered to all / read by all): the member that
+        // held the least bounds it.
+        const heldBy = (user: string): number => Math.max(0, ...h.devicesOf(user).map((d) => dc(d, r.conv).heldContig));
+        const held =
+          r.user === '*'
+            ? Math.min(...h.members(r.conv).map(heldBy))
+            : r.device !== undefined
+              ? dc(deviceKey(r.user, r.device), r.conv).heldContig
+              : heldBy(r.user);
         if (r.seq > held) {
           add('receipt-ahead', `${e.dev} got ${r.kind} ${r.user}${r.device ? '/' + r.device : ''} ${r.conv}@${r.seq} (${r.source}) while ${r.device ? 'that device' : 'the best device of that user'} held only up to @${held}`);
         }

@@ -27,6 +27,8 @@ export interface DeliveryInfo extends EntryInfo {
   conv: string;
   body: string;
   source: string;
+  /** A membership/metadata event of a group (its `sys.op`), not a client's message. */
+  sys?: string;
 }
 
 export interface ReceiptInfo {

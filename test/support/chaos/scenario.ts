@@ -36,6 +36,17 @@ export interface ScenarioOptions {
   redis?: RestartableRedis;
   /** Chance that a received message is marked read (read receipts flow too). */
   readChance?: number;
+  /**
+   * Groups created before the traffic (fixed membership: `size` consecutive users of the ring, the
+   * first one creating it); their members send to them like to their 1:1 conversations.
+   */
+  groups?: { count: number; size: number };
+  /**
+   * Broadcast channels created before the traffic, each by one user of the ring that every other
+   * user joins (`conv.join`); only the creator posts. Live posts are at-most-once (uWS topics), so
+   * the checks rely on catch-up by cursor like everything else.
+   */
+  channels?: { count: number };
   /** Patience for every send to settle, and for every device to catch up, after traffic stops. */
   settleTimeoutMs?: number;
   catchUpTimeoutMs?: number;
@@ -110,12 +121,16 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     const auth = configSchema.parse({}).auth;
     const users = Array.from({ length: o.users }, (_, i) => `u${i}-${tag}`);
     const convsOf = new Map<string, string[]>(users.map((u) => [u, []]));
+    /** What each user posts to: its conversations minus the channels it only reads. */
+    const postsTo = new Map<string, string[]>(users.map((u) => [u, []]));
     const pairs = o.users === 2 ? [[0, 1]] : users.map((_, i) => [i, (i + 1) % o.users]);
     for (const [a, b] of pairs) {
       const conv = directConversationId(users[a!]!, users[b!]!);
       history.conversation(conv, [users[a!]!, users[b!]!]);
-      convsOf.get(users[a!]!)!.push(conv);
-      convsOf.get(users[b!]!)!.push(conv);
+      for (const u of [users[a!]!, users[b!]!]) {
+        convsOf.get(u)!.push(conv);
+        postsTo.get(u)!.push(conv);
+      }
     }
     let offset = 0;
     for (const user of users) {
@@ -144,6 +159,28 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     await Promise.all(clients.map((cl) => cl.connect()));
     await waitFor(() => clients.every((cl) => cl.syncedCount > 0), 30_000, 'every client to finish its first sync');
     log(`${clients.length} clients connected and synced (${o.users} users x ${o.devicesPerUser} devices, ${pairs.length} conversations)`);
+    for (let g = 0; g < (o.groups?.count ?? 0); g++) {
+      const size = Math.min(o.groups!.size, o.users);
+      const members = Array.from({ length: size }, (_, i) => users[(g * 2 + i) % o.users]!);
+      const creator = clients.find((cl) => cl.o.user === members[0])!;
+      const { conv } = await creator.sdk.createGroup({ members: members.slice(1), cmid: `group-${g}-${tag}`, name: `chaos ${g}` });
+      history.conversation(conv, members);
+      for (const m of members) {
+        convsOf.get(m)!.push(conv);
+        postsTo.get(m)!.push(conv);
+      }
+    }
+    if (o.groups !== undefined) log(`${o.groups.count} groups of ${Math.min(o.groups.size, o.users)} members created`);
+    for (let ch = 0; ch < (o.channels?.count ?? 0); ch++) {
+      const owner = users[(ch * 3) % o.users]!;
+      const { conv } = await clients.find((cl) => cl.o.user === owner)!.sdk.createChannel({ cmid: `channel-${ch}-${tag}`, name: `chaos channel ${ch}` });
+      const readers = users.filter((u) => u !== owner);
+      await Promise.all(readers.map((u) => clients.find((cl) => cl.o.user === u)!.sdk.join(conv)));
+      history.conversation(conv, [owner, ...readers]);
+      for (const u of [owner, ...readers]) convsOf.get(u)!.push(conv);
+      postsTo.get(owner)!.push(conv);
+    }
+    if (o.channels !== undefined) log(`${o.channels.count} channels with ${o.users - 1} subscribers each created`);
 
     // ---- traffic: open loop at ratePerS ----
     let budget = 0;
@@ -161,7 +198,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
           skipped++;
           continue;
         }
-        const convs = convsOf.get(userOf(cl))!;
+        const convs = postsTo.get(userOf(cl))!;
         cl.send(convs[Math.floor(Math.random() * convs.length)]!);
       }
     }, 20);
