@@ -1,11 +1,11 @@
 import type { ConversationKind, HelloFrame, MemberEntry, MessageEntry, ReceiptKind, Role, SentFrame, ServerFrame, SyncedFrame } from '../protocol/client-frames.js';
-import { CLIENT_MSG_ID_PATTERN, MAX_PAGE_LIMIT } from '../protocol/client-frames.js';
-import { isConversationId, isUserId } from '../protocol/ids.js';
+import { CLIENT_MSG_ID_PATTERN, MAX_PAGE_LIMIT, MAX_SEND_MEDIA } from '../protocol/client-frames.js';
+import { isConversationId, isMediaId, isUserId } from '../protocol/ids.js';
 import { AckBatcher } from './acks.js';
 import { CatchUp } from './catch-up.js';
 import { Connection, type TokenSource } from './connection.js';
 import { TypedEmitter } from './emitter.js';
-import { MemoryOutboxStorage, newClientMessageId, Outbox, type OutboxStorage } from './outbox.js';
+import { MemoryOutboxStorage, newClientMessageId, Outbox, type OutboxRecord, type OutboxStorage } from './outbox.js';
 import { ReceiptBook, type ConversationReceipts } from './receipts.js';
 import { Receiver, toMessage } from './receiver.js';
 import { DEFAULT_BACKOFF, systemClock, type BackoffOptions, type Clock } from './timing.js';
@@ -120,6 +120,8 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
   readonly #conn: Connection;
   readonly #receiver: Receiver;
   readonly #receipts = new ReceiptBook();
+  /** Highest "all" receipt seen per (kind, conversation). */
+  readonly #allSeen = new Map<string, number>();
   readonly #outbox: Outbox;
   readonly #catchUp: CatchUp;
   readonly #acks: AckBatcher;
@@ -244,9 +246,10 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
    * Sends `body` to a user (`{to}`, the direct conversation) or a conversation (`{conv}`). Resolves
    * once the message is durably stored. Retried under the same cmid across reconnects and retryable
    * errors; rejects with the server's error code on a non-retryable one. Works while disconnected:
-   * the message waits in the outbox. `opts.cmid` lets an app choose the idempotency key.
+   * the message waits in the outbox. `opts.cmid` lets an app choose the idempotency key;
+   * `opts.media` names uploaded media the message refers to (ids from `POST /media`).
    */
-  async send(target: SendTarget, body: Uint8Array, opts: { cmid?: string } = {}): Promise<SendResult> {
+  async send(target: SendTarget, body: Uint8Array, opts: { cmid?: string; media?: string[] } = {}): Promise<SendResult> {
     const invalid = (field: string, msg: string) => new ClientError('invalid_field', msg, { retryable: false, field });
     if (target.to !== undefined ? !isUserId(target.to) || target.conv !== undefined : !isConversationId(target.conv)) {
       throw invalid(target.to !== undefined ? 'to' : 'conv', 'send needs exactly one of a valid `to` user id or `conv` id');
@@ -258,9 +261,16 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
     }
     const cmid = opts.cmid ?? newClientMessageId();
     if (!CLIENT_MSG_ID_PATTERN.test(cmid)) throw invalid('cmid', 'cmid must be 1 to 64 printable ASCII characters without space');
+    const media = opts.media;
+    if (media !== undefined) {
+      if (!Array.isArray(media) || media.length > MAX_SEND_MEDIA) throw invalid('media', `media must be an array of at most ${MAX_SEND_MEDIA} media ids`);
+      const bad = media.findIndex((m) => !isMediaId(m));
+      if (bad >= 0) throw invalid(`media.${bad}`, 'expected a media id (64 lower-case hex digits)');
+    }
     // A copy: a retry must send the bytes as they were, whatever the app does with its buffer.
     const copy = body.slice();
-    const record = target.to !== undefined ? { cmid, to: target.to, body: copy, createdAtMs: Date.now() } : { cmid, conv: target.conv, body: copy, createdAtMs: Date.now() };
+    const record: OutboxRecord = target.to !== undefined ? { cmid, to: target.to, body: copy, createdAtMs: Date.now() } : { cmid, conv: target.conv, body: copy, createdAtMs: Date.now() };
+    if (media !== undefined && media.length > 0) record.media = [...media];
     return this.#outbox.submit(record);
   }
 
@@ -387,8 +397,17 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
         return this.#feed(frame.conv, frame.kind, frame, 'live');
       case 'receipt':
         // Groups' "delivered to all" / "read by all": not a peer's cursor.
-        if (frame.all === true) return this.emit('receipt', { conv: frame.conv, kind: frame.kind, user: frame.user, seq: frame.seq, all: true, source: 'live' });
+        // Cumulative: one at or below the highest seen carries no news (a new owner node of the
+        // conversation announces its level again).
+        if (frame.all === true) {
+          const key = `${frame.kind}\u0000${frame.conv}`;
+          if (frame.seq <= (this.#allSeen.get(key) ?? 0)) return;
+          this.#allSeen.set(key, frame.seq);
+          return this.emit('receipt', { conv: frame.conv, kind: frame.kind, user: frame.user, seq: frame.seq, all: true, source: 'live' });
+        }
         return this.#receipt(frame.conv, frame.kind, frame.user, frame.seq, 'live', frame.device);
+      case 'keys.low':
+        return this.emit('keys-low', { remaining: frame.remaining, threshold: frame.threshold });
       case 'error':
         // An error without a request id is about a dack or read (they have no id); a retryable one
         // means the frame was not processed.
@@ -428,6 +447,6 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
       this.#receipt(conv, 'delivered', peer.user, peer.delivered, 'sync');
       this.#receipt(conv, 'read', peer.user, peer.read, 'sync');
     }
-    if (final) this.emit('synced', { heads: frame.heads, reads: frame.reads, rounds });
+    if (final) this.emit('synced', { heads: frame.heads, reads: frame.reads, unread: frame.unread ?? {}, unreadTotal: frame.unreadTotal ?? 0, rounds });
   }
 }

@@ -28,4 +28,5 @@ export {
   type SentEvent,
   type StateEvent,
   type SyncedEvent,
+  type KeysLowEvent,
 } from './types.js';

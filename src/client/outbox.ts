@@ -20,6 +20,8 @@ export interface OutboxRecord {
   to?: string;
   conv?: string;
   body: Uint8Array;
+  /** Media ids the message refers to (uploaded first; see docs/HTTP.md). */
+  media?: string[];
   createdAtMs: number;
 }
 
@@ -187,6 +189,7 @@ export class Outbox {
     this.#inflight++;
     const r = entry.record;
     const frame: SendRequest = r.to !== undefined ? { t: 'send', to: r.to, cmid: r.cmid, body: r.body } : { t: 'send', conv: r.conv!, cmid: r.cmid, body: r.body };
+    if (r.media !== undefined && r.media.length > 0) frame.media = r.media;
     session.request(frame).then(
       (sent) => this.#answered(entry, session, sent, undefined),
       (err: ClientError) => this.#answered(entry, session, undefined, err),

@@ -71,6 +71,10 @@ export interface SyncedEvent {
   heads: Record<string, number>;
   /** The user's read cursors. */
   reads: Record<string, number>;
+  /** Unread badges: conversations with something unread -> head minus read cursor (server-computed). */
+  unread: Record<string, number>;
+  /** Sum of `unread` (the app badge). */
+  unreadTotal: number;
   /** Sync rounds this catch-up took (more than one when the server paged with `more: true`). */
   rounds: number;
 }
@@ -83,6 +87,11 @@ export interface GapExpiredEvent {
   conv: string;
   from: number | undefined;
   to: number;
+}
+
+export interface KeysLowEvent {
+  remaining: number;
+  threshold: number;
 }
 
 export interface StateEvent {
@@ -122,6 +131,8 @@ export interface ClientEvents {
   receipt: ReceiptEvent;
   synced: SyncedEvent;
   'gap-expired': GapExpiredEvent;
+  /** This device's one-time prekeys ran low (another device fetched its bundle): upload more. */
+  'keys-low': KeysLowEvent;
   error: ErrorEvent;
   state: StateEvent;
   closed: ClosedEvent;

@@ -273,8 +273,14 @@ for (const engine of ENGINES)
   // Everyone but dan holds seq 4.
   for (const dev of [laptop, d.bob!, d.carol!]) dev.send({ t: 'dack', conv, seq: 4 });
   await settle();
-  await w.advance(100); // the delivered-cursor batch is stored: only then do dacks count
-  const q1 = (await req(d.olga!, { t: 'receipts', conv, seq: 4 })) as Extract<ServerFrame, { t: 'receipts.state' }>;
+  await w.advance(100); // the delivered-cursor batch is flushed: dacks count once it is stored
+  const ask = async () => (await req(d.olga!, { t: 'receipts', conv, seq: 4 })) as Extract<ServerFrame, { t: 'receipts.state' }>;
+  let q1 = await ask();
+  // The flush is a real store write (Cassandra takes a few ms): ask again until it landed.
+  for (let i = 0; i < 150 && q1.delivered.length < 3; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    q1 = await ask();
+  }
   t.same(q1.delivered, ['bob', 'carol', 'olga'], 'receipts: who received seq 4');
   t.same(q1.read, [], 'nobody has read yet (an author reads its own messages like any member)');
   t.equal(q1.deliveredAll, 0, 'dan has acknowledged nothing yet');
@@ -296,7 +302,13 @@ for (const engine of ENGINES)
   await until(() => bobTablet.of('receipt').some((r) => r.kind === 'read' && r.user === 'bob' && r.seq === 4), "bob's read reaches his tablet");
   d.carol!.send({ t: 'read', conv, seq: 4 });
   await settle();
-  const q2 = (await req(d.carol!, { t: 'receipts', conv, seq: 4 })) as Extract<ServerFrame, { t: 'receipts.state' }>;
+  const askCarol = async () => (await req(d.carol!, { t: 'receipts', conv, seq: 4 })) as Extract<ServerFrame, { t: 'receipts.state' }>;
+  let q2 = await askCarol();
+  // A read counts once its cursor is stored (a real store write): ask again until it landed.
+  for (let i = 0; i < 150 && q2.read.length < 2; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    q2 = await askCarol();
+  }
   t.same(q2.read, ['bob', 'carol']);
   t.same({ deliveredAll: q2.deliveredAll, readAll: q2.readAll }, { deliveredAll: 4, readAll: 0 }, 'dan has read nothing');
   t.equal(allOf(d.olga!, 'read').length, 0, 'no all-read while dan has not read');

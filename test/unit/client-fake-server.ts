@@ -129,7 +129,10 @@ export class FakeServer {
           if (cursor + limit < log.length) more = true;
           this.push(conn, { t: 'sync.batch', id: frame.id, conv, kind: conv.startsWith('d:') ? 'direct' : 'group', msgs, head: log.length });
         }
-        return this.push(conn, { t: 'synced', id: frame.id, heads, reads: {}, more });
+        // Nothing is ever read here: every message counts as unread (head minus a read cursor of 0).
+        const unread = Object.fromEntries(Object.entries(heads).filter(([, head]) => head > 0));
+        const unreadTotal = Object.values(unread).reduce((a, b) => a + b, 0);
+        return this.push(conn, { t: 'synced', id: frame.id, heads, reads: {}, more, unread, unreadTotal });
       }
       case 'history': {
         const log = this.logs.get(frame.conv) ?? [];
