@@ -48,7 +48,8 @@ for (const engine of e2eEngines('e2e_groups')) {
     t.ok(cSeqs.every((s, i) => i === 0 || s > cSeqs[i - 1]!), `carol in order: ${compact(cSeqs)}`);
 
     // Receipts: the SDKs dack what they hold; reads go out through markRead.
-    await waitUntil(() => aPhone.receipts().some((r) => r.all === true && r.kind === 'delivered' && r.seq >= 5), 'delivered to all', describe);
+    // "All" receipts go to the authors of what they newly cover: seq 5 is carol's.
+    await waitUntil(() => cPhone.receipts().some((r) => r.all === true && r.kind === 'delivered' && r.seq >= 5), 'delivered to all', describe);
     for (const c of all) c.sdk.markRead(conv, 5);
     await waitUntil(() => aPhone.receipts().some((r) => r.all === true && r.kind === 'read' && r.seq === 5), 'read by all', describe);
     const state = await bPhone.sdk.receiptsState(conv, 5);
