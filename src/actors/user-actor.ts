@@ -16,7 +16,7 @@ import type { MsgFrame, ReceiptFrame } from '../protocol/client-frames.js';
 import type { Clock, TimerHandle } from './clock.js';
 import type { Actor, ActorContext } from './host.js';
 import type { ActorLog } from './log.js';
-import type { DeliveredEntry, UserDack, UserDeliver, UserMsg, UserReceipt } from './messages.js';
+import type { UserDack, UserDeliver, UserMsg, UserReceipt } from './messages.js';
 import { deliveryMetrics } from './metrics.js';
 import { DevicePending } from './pending.js';
 import type { Router } from './router.js';
@@ -152,7 +152,11 @@ export class UserActor implements Actor<UserMsg> {
     for (const d of [...this.devices]) {
       for (const e of m.msgs) {
         if (e.from === me && e.fdev === d.id) continue;
-        if (!this.push(d, e.from === me ? msgFrame(m, e, true) : sharedMsgFrame(m, e))) break;
+        const frame: MsgFrame = { t: 'msg', conv: m.conv, kind: m.kind, seq: e.seq, mid: e.mid, from: e.from, fdev: e.fdev, body: e.body, ts: e.ts };
+        if (e.sys !== undefined) frame.sys = e.sys;
+        else if (e.from === me) frame.cmid = e.cmid;
+        if (e.media !== undefined) frame.media = e.media;
+        if (!this.push(d, frame)) break;
       }
     }
     if (this.devices.length === 0) this.wakeOffline(m);
@@ -271,24 +275,4 @@ export class UserActor implements Actor<UserMsg> {
     d.pending = null;
     this.devices.splice(i, 1);
   }
-}
-
-function msgFrame(m: UserDeliver, e: DeliveredEntry, own: boolean): MsgFrame {
-  const frame: MsgFrame = { t: 'msg', conv: m.conv, kind: m.kind, seq: e.seq, mid: e.mid, from: e.from, fdev: e.fdev, body: e.body, ts: e.ts };
-  if (e.sys !== undefined) frame.sys = e.sys;
-  else if (own) frame.cmid = e.cmid;
-  if (e.media !== undefined) frame.media = e.media;
-  return frame;
-}
-
-/**
- * The `msg` frame every other user gets for `e`. A group fan-out hands the same entry objects to
- * the user actors of its shard, so they share one frame object (never mutated after this), and the
- * gateway encodes it once (src/gateway/connections.ts) instead of once per member device.
- */
-const sharedFrames = new WeakMap<DeliveredEntry, MsgFrame>();
-function sharedMsgFrame(m: UserDeliver, e: DeliveredEntry): MsgFrame {
-  let frame = sharedFrames.get(e);
-  if (frame === undefined || frame.conv !== m.conv) sharedFrames.set(e, (frame = msgFrame(m, e, false)));
-  return frame;
 }

@@ -174,22 +174,9 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
   }
 }
 
-/**
- * Encoded `msg` frames by frame object: the user actors of a shard share one frame object per
- * message of a fan-out (src/actors/user-actor.ts), so a group message is encoded once per shard,
- * not once per member device; retries of it reuse the bytes too.
- */
-const encodedMsgs = new WeakMap<ServerFrame, Uint8Array>();
-function encode(frame: ServerFrame): Uint8Array {
-  if (frame.t !== 'msg') return encodeServerFrame(frame);
-  let bytes = encodedMsgs.get(frame);
-  if (bytes === undefined) encodedMsgs.set(frame, (bytes = encodeServerFrame(frame)));
-  return bytes;
-}
-
 /** Writes one frame; see the class comment for the backpressure rule. */
 export function sendFrame(ws: SocketLike, frame: ServerFrame, maxBackpressureBytes: number): PushResult {
-  const r = ws.send(encode(frame), true, false);
+  const r = ws.send(encodeServerFrame(frame), true, false);
   if (r === SEND_WRITTEN) {
     gatewayMetrics.framesOut.inc({ type: frame.t });
     return 'sent';
