@@ -5,12 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { MemoryChannelInterest } from '../../src/cluster/channels/memory-interest.js';
 import { RedisChannelInterest } from '../../src/cluster/channels/redis-interest.js';
 import type { ChannelInterest } from '../../src/cluster/channels/interest.js';
-import { ClusterError } from '../../src/cluster/errors.js';
 import { createRedis } from '../../src/cluster/redis-client.js';
+import { rejectsWithCode, waitFor } from '../support/cluster-contract.js';
 import { requireRedisUrl, uniqueRedisPrefix } from '../support/env.js';
 
 const TTL_MS = 30_000;
@@ -54,24 +54,6 @@ function redisFactory(): Factory {
 let n = 0;
 const channel = (tag: string) => `c:${tag}-${++n}-${randomUUID().slice(0, 8)}`;
 const sorted = (xs: string[]) => [...xs].sort();
-
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function rejectsWithCode(t: Test, p: Promise<unknown>, code: string, msg: string) {
-  try {
-    await p;
-    t.fail(`${msg}: expected ${code}, resolved instead`);
-  } catch (err) {
-    t.ok(err instanceof ClusterError, `${msg}: is a ClusterError`);
-    t.equal((err as ClusterError).code, code, msg);
-  }
-}
 
 function contract(factory: Factory) {
   t.test(`channel interest contract: ${factory.name}`, async (t) => {

@@ -13,6 +13,7 @@ import { RedisDirectory } from '../../src/cluster/directory/redis-directory.js';
 import { ClusterError } from '../../src/cluster/errors.js';
 import { createRedis } from '../../src/cluster/redis-client.js';
 import { registry } from '../../src/metrics/registry.js';
+import { rejectsWithCode, waitFor } from '../support/cluster-contract.js';
 import { requireRedisUrl, uniqueRedisPrefix } from '../support/env.js';
 
 const LONG_LEASE_MS = 30_000;
@@ -66,24 +67,6 @@ function redisFactory(): DirectoryFactory {
 let n = 0;
 const addr = (tag: string) => `conv/${tag}-${++n}-${randomUUID().slice(0, 8)}`;
 const act = (node: string): Activation => ({ node, activationId: randomUUID() });
-
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function rejectsWithCode(t: Test, p: Promise<unknown>, code: string, msg: string) {
-  try {
-    await p;
-    t.fail(`${msg}: expected ${code}, resolved instead`);
-  } catch (err) {
-    t.ok(err instanceof ClusterError, `${msg}: is a ClusterError`);
-    t.equal((err as ClusterError).code, code, msg);
-  }
-}
 
 function contract(factory: DirectoryFactory) {
   t.test(`directory contract: ${factory.name}`, async (t) => {

@@ -6,11 +6,11 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import t, { type Test } from 'tap';
-import { ClusterError } from '../../src/cluster/errors.js';
 import { createRedis } from '../../src/cluster/redis-client.js';
 import { MemorySessions } from '../../src/cluster/sessions/memory-sessions.js';
 import { RedisSessions } from '../../src/cluster/sessions/redis-sessions.js';
 import type { SessionConn, SessionEntry, SessionRegistry } from '../../src/cluster/sessions/sessions.js';
+import { rejectsWithCode, waitFor } from '../support/cluster-contract.js';
 import { requireRedisUrl, uniqueRedisPrefix } from '../support/env.js';
 
 const TTL_MS = 30_000;
@@ -57,24 +57,6 @@ const user = (tag: string) => `u-${tag}-${++n}-${randomUUID().slice(0, 8)}`;
 const conn = (node: string): SessionConn => ({ node, connId: randomUUID() });
 const byDevice = (list: SessionEntry[]) =>
   Object.fromEntries(list.map((e) => [e.device, { node: e.node, connId: e.connId }]));
-
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function rejectsWithCode(t: Test, p: Promise<unknown>, code: string, msg: string) {
-  try {
-    await p;
-    t.fail(`${msg}: expected ${code}, resolved instead`);
-  } catch (err) {
-    t.ok(err instanceof ClusterError, `${msg}: is a ClusterError`);
-    t.equal((err as ClusterError).code, code, msg);
-  }
-}
 
 function contract(factory: SessionsFactory) {
   t.test(`sessions contract: ${factory.name}`, async (t) => {
