@@ -1,5 +1,6 @@
 import type { TemplatedApp } from 'uWebSockets.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
+import type { DeviceTombstones } from './auth/tombstones.js';
 import type { Config } from './config/schema.js';
 import { mountDevices } from './devices-http.js';
 import { mountPushToken } from './jobs/http.js';
@@ -26,7 +27,16 @@ export interface HttpFeatures {
   readonly mediaIndex: MediaIndex | null;
   /** The prekey directory (null when disabled); DELETE /devices/:device removes a device's keys. */
   readonly keyStore: KeyStore | null;
-  mount(app: TemplatedApp, deps: { store: Pick<Store, 'getMember' | 'setPushToken' | 'putDevice' | 'removeDevice'>; verify: TokenVerifier; log: Logger }): void;
+  mount(
+    app: TemplatedApp,
+    deps: {
+      store: Pick<Store, 'getMember' | 'setPushToken' | 'putDevice' | 'removeDevice'>;
+      verify: TokenVerifier;
+      log: Logger;
+      /** Device removal: its tombstone and how to close its live sessions (src/devices-http.ts). */
+      devices: { tombstones: Pick<DeviceTombstones, 'put'>; closeSessions: (user: string, device: string) => Promise<void> };
+    },
+  ): void;
   open(): Promise<void>;
   /** Idempotent; never rejects. */
   close(): Promise<void>;
@@ -53,7 +63,7 @@ export function createHttpFeatures(
       // PUT/DELETE /push-token (src/jobs/http.ts): always mounted, 503 when push is disabled.
       mountPushToken(app, { store: deps.store, verify: deps.verify, enabled: cfg.push.enabled, log: deps.log });
       // DELETE /devices/:device (src/devices-http.ts): the device, its push token and its prekeys.
-      mountDevices(app, { store: deps.store, keys: keys?.store ?? null, verify: deps.verify, log: deps.log });
+      mountDevices(app, { store: deps.store, keys: keys?.store ?? null, verify: deps.verify, log: deps.log, ...deps.devices });
     },
     async open() {
       await media?.open();

@@ -3,6 +3,9 @@ import type { MessagePort } from 'node:worker_threads';
 import { createShardActors } from './actors/shard-actors.js';
 import type { ShardLink } from './actors/shard-link.js';
 import { createTokenVerifier } from './auth/token-verifier.js';
+import { createTombstones } from './auth/create-tombstones.js';
+import { withTombstones } from './auth/tombstones.js';
+import { closeDeviceSessions } from './devices-http.js';
 import { createShardCluster } from './cluster/create-cluster.js';
 import { ClusterRouting } from './cluster/routing.js';
 import { ClusterChannels } from './cluster/channel-delivery.js';
@@ -67,7 +70,10 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
       parent.post(msg);
     });
 
-  const verify = createTokenVerifier({
+  // Every verified token is checked against the device tombstones (DELETE /devices/:device): a token
+  // issued before its device's removal is refused (4507 / HTTP 401 auth.removed).
+  const tombstones = createTombstones(cfg);
+  const verify = withTombstones(createTokenVerifier({
     settings: settingsOf(cfg.auth),
     hs256Secret: init.hs256Secret,
     remote: init.publicKeys
@@ -77,7 +83,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
           return a.outcome;
         }
       : undefined,
-  });
+  }), tombstones);
 
   // Embedded-mode presence goes through the main thread (src/cluster/presence/port-presence.ts).
   let onPresenceFrame: (node: string, bytes: Uint8Array) => void = () => {};
@@ -99,6 +105,12 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   };
   const store = createStore(cfg.store);
   await store.open();
+  try {
+    await tombstones.open();
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   let storeOpen = true;
   // Directory, bus and session registry: Redis when cluster.redisUrl is set, else memory.
   let cluster;
@@ -108,6 +120,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
       embeddedSessions: () => createPortSessions(presenceChannel),
     });
   } catch (err) {
+    await tombstones.close();
     await store.close();
     throw err;
   }
@@ -128,6 +141,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     });
   } catch (err) {
     await cluster.close();
+    await tombstones.close();
     await store.close();
     throw err;
   }
@@ -141,8 +155,19 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     sessionTtlMs: cfg.cluster.sessionTtlMs,
     singleNode: cluster.impl === 'memory',
     incarnation: init.incarnation,
+    // Cluster mode: the fan-out's session lookup decides pushes for users with no device here.
+    ...(jobs.push === null || cluster.impl === 'memory' ? {} : { wake: jobs.push }),
     log,
   });
+  // Embedded mode: the user actor (which sees every device of the node) decides. Cluster mode: it
+  // only asks when its own devices' sockets turned out gone; the routing above decides the rest.
+  const push = jobs.push;
+  const wake =
+    push === null
+      ? undefined
+      : cluster.impl === 'memory'
+        ? push
+        : { notify: (user: string, conv: string, seq: number, lost: boolean) => (lost ? push.notify(user, conv, seq) : undefined) };
 
   // Media and prekey endpoints (docs/HTTP.md): routes mounted now, opened before listening.
   // keys.low frames reach the device's session on any node through the actors' router (bound below).
@@ -165,7 +190,17 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
       return a.text;
     },
     storeReady: () => storeOpen,
-    mountRoutes: (app) => features.mount(app, { store, verify, log }),
+    mountRoutes: (app) =>
+      features.mount(app, {
+        store,
+        verify,
+        log,
+        devices: {
+          tombstones,
+          // The router exists once the actors are created (below); routes answer only after listen.
+          closeSessions: (user, device) => closeDeviceSessions({ nodeId: init.nodeId, sessions: cluster.sessions, close: (r, c, why) => closeSession(r, c, why) }, user, device),
+        },
+      }),
     log,
   });
 
@@ -183,6 +218,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   };
   // Sessions push through the actors' router, which exists once createShardActors returned.
   let pushToSession: (s: SessionRef, f: ServerFrame) => void = () => {};
+  let closeSession: (s: SessionRef, code: number, reason: string) => void = () => {};
   const presence = new ClusterPresence({
     nodeId: init.nodeId,
     shard: index,
@@ -206,6 +242,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     heartbeatMs: cfg.cluster.heartbeatMs,
     ttlMs: cfg.cluster.sessionTtlMs,
     singleNode: cluster.impl === 'memory',
+    publishWindowMs: cfg.groups.channelPublishWindowMs,
     log,
   });
   const actors = createShardActors({
@@ -224,12 +261,13 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     maxGroupMembers: cfg.groups.maxMembers,
     channelSessions: channels,
     ...(cfg.cluster.redisUrl === undefined ? {} : { sendAnswerTimeoutMs: cfg.cluster.sendTimeoutMs }),
-    ...(jobs.push === null ? {} : { wake: jobs.push }),
+    ...(wake === undefined ? {} : { wake }),
     flush: jobs.flush,
     // Media ids in sends: checked and recorded on the node's media index (refused when media is off).
     media: sendMediaRefs(features.mediaIndex),
   });
   pushToSession = (s, f) => void actors.router.push(s, f);
+  closeSession = (s, code, reason) => actors.router.close(s, code, reason);
   channels.start(actors.router);
   const attachPeer = (port: MessagePort): void => {
     port.on('message', (bytes: Uint8Array) => actors.onLinkMessage(bytes));
@@ -280,6 +318,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     // Push jobs read the store: the runner drains them before the store closes.
     await within(jobs.close(), Math.max(100, deadline - Date.now()));
     await within(store.close(), Math.max(100, deadline - Date.now()));
+    await within(tombstones.close(), 1000);
     await within(features.close(), 1000);
     await sleep(Math.max(0, closedAtMs + CLOSE_GRACE_MS - Date.now()));
     await within(presence.close(), 1000);
@@ -347,6 +386,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     await routing.close();
     await cluster.close();
     await jobs.close();
+    await tombstones.close();
     await store.close();
     throw err;
   }

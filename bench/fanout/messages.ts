@@ -93,6 +93,9 @@ export interface RunReport {
   /** msg frames that were not bench messages (membership events, other conversations). */
   otherMsgs: number;
   cpuUs: number;
+  /** Socket reads from arm to the report, and their bytes (deliveries per read shows the server's batching). */
+  reads: number;
+  readBytes: number;
 }
 
 export type FromReceiver =

@@ -4,18 +4,24 @@
  * loopback source address), counts every delivery of every bench message per receiver, and
  * records send->delivery latencies.
  *
+ * Sockets are raw `net` sockets with a minimal WebSocket client (bench/lib/raw-ws.ts): every read
+ * lands in one buffer per process and its frames are parsed in place, so a delivery costs no
+ * allocation here. (With `ws` clients the receivers' core was the limit of the channel runs, at
+ * 2.1-3.6 µs per delivery.)
+ *
  * A bench message's body starts with 8 bytes `TKFO` + the run tag, then the message index (u32 at
  * 8) and its scheduled send time (epoch µs, f64 at 16). A `msg` frame is matched by searching its
  * raw bytes for those 8 bytes (Buffer.indexOf), not by decoding it: at hundreds of thousands of
- * deliveries per second the generator's own decoding would be the bottleneck. Only the last `msg`
- * of each socket is decoded, when its cumulative dack is due (every `dackMs`, as the SDK batches
- * dacks), to read its conversation and seq.
+ * deliveries per second the generator's own decoding would be the bottleneck. The last `msg` of
+ * each socket is copied into the socket's own small buffer and decoded only when its cumulative
+ * dack is due (every `dackMs`, as the SDK batches dacks), to read its conversation and seq.
  *
  * Latency uses epoch microseconds (performance.timeOrigin + performance.now()) on both ends, so it
  * is comparable across processes on this machine.
  */
 import { Recorder } from '../lib/hdr.js';
-import { awaitHello, frameType, mintToken, openSocket, pack, unpack } from '../lib/wire.js';
+import { RawWebSocket, rawWsStats } from '../lib/raw-ws.js';
+import { frameType, mintToken, pack, unpack } from '../lib/wire.js';
 import { MAGIC, epochUs } from './body.js';
 import type { ArmCmd, ConnectCmd, FromReceiver, JoinCmd, ReportCmd, RunReport, ToReceiver } from './messages.js';
 
@@ -26,19 +32,15 @@ const LAST_PORT = 65_535;
 
 const send = (m: FromReceiver): void => void process.send!(m);
 
-/** One receiver's socket (a `ws` client, bench/lib/wire.ts). */
-interface Conn {
-  send(b: Buffer): void;
-  close(): Promise<void>;
-}
-
 interface Rx {
   user: string;
   conv: number;
-  ws: Conn;
-  /** The last `msg` frame (raw) and the one last dacked. */
-  last: Buffer | null;
-  dacked: Buffer | null;
+  ws: RawWebSocket;
+  /** A copy of the last `msg` frame (its first `lastLen` bytes), counted by `lastGen`; `dackedGen`: the one last dacked. */
+  last: Buffer;
+  lastLen: number;
+  lastGen: number;
+  dackedGen: number;
   got: Uint8Array | null;
   /** ms after arm of each message's first delivery (to tell a redelivery from a duplicate). */
   firstMs: Uint32Array | null;
@@ -53,8 +55,10 @@ interface Run {
   lastUs: Float64Array;
   countOf: Uint32Array;
   hist: Recorder;
-  r: Omit<RunReport, 't' | 'receivers' | 'lastUs' | 'countOf' | 'deliveryHist' | 'cpuUs' | 'missing' | 'receiversMissing' | 'missingExamples' | 'unackedDelivered'>;
+  r: Omit<RunReport, 't' | 'receivers' | 'lastUs' | 'countOf' | 'deliveryHist' | 'cpuUs' | 'missing' | 'receiversMissing' | 'missingExamples' | 'unackedDelivered' | 'reads' | 'readBytes'>;
   cpu0: NodeJS.CpuUsage;
+  reads0: number;
+  bytes0: number;
   armedMs: number;
 }
 
@@ -73,16 +77,28 @@ function count(rec: Record<string, number>, key: string): void {
   rec[key] = (rec[key] ?? 0) + 1;
 }
 
-function onFrame(rx: Rx, data: Buffer): void {
+/** Keeps a copy of the socket's last `msg` frame (for its dack): the read buffer is reused. */
+function keepLast(rx: Rx, buf: Buffer, start: number, end: number): void {
+  const n = end - start;
+  if (rx.last.length < n) rx.last = Buffer.allocUnsafe(Math.max(n, rx.last.length * 2));
+  buf.copy(rx.last, 0, start, end);
+  rx.lastLen = n;
+  rx.lastGen++;
+}
+
+/** One server frame, `buf[start, end)`, valid during the call only. */
+function onFrame(rx: Rx, buf: Buffer, start: number, end: number): void {
   const r = run;
-  // A bench message first, without decoding: only `msg` frames carry its body here. (frameType's
-  // shortcut needs `t` as the first key, which channel frames do not have: it would decode them.)
-  const at = r === null ? -1 : data.indexOf(r.key);
+  // A bench message first, without decoding: only `msg` frames carry its body here. The search may
+  // run past `end` into the next frames of the same read: a hit counts only inside this frame.
+  let at = r === null ? -1 : buf.indexOf(r.key, start);
+  if (at >= 0 && at + 24 > end) at = -1;
   if (r === null || at < 0) {
+    const data = buf.subarray(start, end);
     const t = frameType(data);
     if (r !== null) count(r.r.frames, t);
     if (t === 'msg') {
-      rx.last = data;
+      keepLast(rx, buf, start, end);
       otherMsgs++;
     } else if (t === 'error' || t === 'conv.ok') {
       const f = unpack(data);
@@ -96,9 +112,11 @@ function onFrame(rx: Rx, data: Buffer): void {
     return;
   }
   const now = epochUs();
-  rx.last = data;
-  const k = data.readUInt32LE(at + 8);
-  const sched = data.readDoubleLE(at + 16);
+  // Server frames put `t` first (fixmap, "t", "msg"): one that does not is counted apart.
+  if (buf[start + 1] !== 0xa1 || buf[start + 2] !== 0x74 || buf[start + 3] !== 0xa3) count(r.r.frames, 'msg (t not first)');
+  keepLast(rx, buf, start, end);
+  const k = buf.readUInt32LE(at + 8);
+  const sched = buf.readDoubleLE(at + 16);
   if (k >= r.cmd.messages || rx.got === null || k % r.cmd.convs !== rx.conv) {
     r.r.foreign++;
     return;
@@ -126,45 +144,57 @@ function onFrame(rx: Rx, data: Buffer): void {
 /** Cumulative dack of each socket's last `msg` when it moved since the last dack. */
 function dackAll(): void {
   for (const rx of rxs) {
-    if (rx.last === null || rx.last === rx.dacked) continue;
-    const f = unpack(rx.last);
-    rx.dacked = rx.last;
+    if (rx.lastGen === rx.dackedGen) continue;
+    const f = unpack(rx.last.subarray(0, rx.lastLen));
+    rx.dackedGen = rx.lastGen;
     if (f === null || typeof f['conv'] !== 'string' || typeof f['seq'] !== 'number') continue;
     rx.ws.send(pack({ t: 'dack', conv: f['conv'], seq: f['seq'] }));
     if (run) run.r.dacksSent++;
   }
 }
 
-function newRx(cmd: ConnectCmd, i: number, ws: Conn): Rx {
-  return { user: cmd.users[i]!, conv: cmd.convOf[i]!, ws, last: null, dacked: null, got: null, firstMs: null, lastK: -1, waiters: new Map() };
+function newRx(cmd: ConnectCmd, i: number, ws: RawWebSocket): Rx {
+  return { user: cmd.users[i]!, conv: cmd.convOf[i]!, ws, last: Buffer.allocUnsafe(256), lastLen: 0, lastGen: 0, dackedGen: 0, got: null, firstMs: null, lastK: -1, waiters: new Map() };
 }
 
+/** Opens one socket and waits for its `hello` (rejects with the close code or error that came instead). */
 async function openWs(cmd: ConnectCmd, i: number, token: string, port: number): Promise<Rx> {
-  const ws = openSocket(cmd.urls[cmd.nodeOf[i]!]!, token, cmd.localAddress, port);
-  ws.on('error', () => {});
-  await awaitHello(ws, HELLO_TIMEOUT_MS);
-  const conn: Conn = {
-    send: (b) => ws.send(b),
-    close: () =>
-      new Promise<void>((resolve) => {
-        if (ws.readyState === ws.CLOSED) return resolve();
-        const timer = setTimeout(() => {
-          ws.terminate();
-          resolve();
-        }, 5000);
-        ws.once('close', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-        ws.close(1000);
-      }),
-  };
-  const rx = newRx(cmd, i, conn);
-  ws.on('message', (data: Buffer) => onFrame(rx, data));
-  ws.on('close', (code: number) => {
-    if (!closing) count(closes, String(code));
+  let rx: Rx | null = null;
+  let hello: (err: Error | null) => void = () => {};
+  const helloSeen = new Promise<void>((resolve, reject) => {
+    hello = (err) => (err === null ? resolve() : reject(err));
   });
-  return rx;
+  const ws = await RawWebSocket.connect({
+    url: cmd.urls[cmd.nodeOf[i]!]!,
+    headers: { authorization: `Bearer ${token}` },
+    localAddress: cmd.localAddress,
+    localPort: port,
+    timeoutMs: HELLO_TIMEOUT_MS,
+    onMessage: (buf, start, end, ws) => {
+      // The first frame must be `hello`; then every frame goes to onFrame.
+      if (rx !== null) return;
+      const f = unpack(buf.subarray(start, end));
+      if (f?.['t'] !== 'hello') return hello(new Error(`first frame ${String(f?.['t'])} ${String(f?.['code'] ?? '')}`));
+      rx = newRx(cmd, i, ws);
+      const r = rx;
+      ws.onMessage = (b, s, e) => onFrame(r, b, s, e);
+      hello(null);
+    },
+    onClose: (code) => {
+      if (rx === null) hello(new Error(`close ${code}`));
+      else if (!closing) count(closes, String(code));
+    },
+  });
+  const timer = setTimeout(() => hello(new Error('timeout')), HELLO_TIMEOUT_MS);
+  try {
+    await helloSeen;
+  } catch (err) {
+    ws.terminate();
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  return rx!;
 }
 
 async function connect(cmd: ConnectCmd): Promise<void> {
@@ -247,6 +277,8 @@ function arm(cmd: ArmCmd): void {
     hist: new Recorder(),
     r: { delivered: 0, deliveredInWindow: 0, duplicates: 0, retried: 0, outOfOrder: 0, frames: {}, dacksSent: 0, foreign: 0, errors, closes, otherMsgs: 0 },
     cpu0: process.cpuUsage(),
+    reads0: rawWsStats.reads,
+    bytes0: rawWsStats.bytes,
     armedMs: epochUs() / 1000,
   };
   send({ t: 'armed' });
@@ -299,6 +331,8 @@ async function report(cmd: ReportCmd): Promise<void> {
     countOf: Array.from(r.countOf),
     deliveryHist: r.hist.encode(),
     cpuUs: cpu.user + cpu.system,
+    reads: rawWsStats.reads - r.reads0,
+    readBytes: rawWsStats.bytes - r.bytes0,
   });
 }
 

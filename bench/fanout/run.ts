@@ -23,7 +23,13 @@
  * exists to debug the harness when the frames are not served yet (channels need frames).
  *
  * Receivers: --receivers processes (bench/fanout/receiver.ts), each from its own loopback source
- * address 127.0.0.N (a process may hold 20,000 open files), hold the members' sockets. They count
+ * address 127.0.0.N (a process may hold 20,000 open files), hold the members' sockets: raw `net`
+ * sockets with a minimal WebSocket client (bench/lib/raw-ws.ts; one shared read buffer, frames
+ * parsed in place), since with `ws` clients the receivers' core was the limit of the channel runs.
+ * The run line shows the frames per socket read (the server's per-socket batching). A channel's
+ * publish window (groups.channelPublishWindowMs) is set with --node-env
+ * TICKS_GROUPS_CHANNEL_PUBLISH_WINDOW_MS=<ms>. bench/fanout/recv-cost.ts measures the receivers'
+ * client alone (ws against raw, against a bare uWS server). They count
  * every delivery of every message per receiver and dack cumulatively every --dack-ms (the SDK
  * batches dacks every 100 ms). Open loop: message k is scheduled at t0 + k / rate and goes to
  * conversation k mod C; its body carries k and the scheduled time, so latencies are from the
@@ -245,6 +251,8 @@ interface Figures {
   redisUsPerDelivery: number | null;
   recvUsPerDelivery: number;
   recvSysShare: number;
+  /** Frames the receivers got per socket read (arm to report): the server's per-socket batching. */
+  framesPerRead: number;
   recvCpu1: number;
   otherLoad: number;
   /** Frames the senders received from arm to the end of the run, by type. */
@@ -525,6 +533,7 @@ async function oneRun(s: Scenario, rate: number, runNo: number, redis: RedisServ
       redisUsPerDelivery: redisCpu === null ? null : per(redisCpu),
       recvUsPerDelivery: a && b ? per(b.recv - a.recv) : NaN,
       recvSysShare: a && b ? (b.recvSys - a.recvSys) / Math.max(1, b.recv - a.recv) : NaN,
+      framesPerRead: (sum((r) => r.delivered) + sum((r) => Object.values(r.frames).reduce((p, q) => p + q, 0))) / Math.max(1, sum((r) => r.reads)),
       recvCpu1: a && b ? busyFraction(a.cpu1, b.cpu1) : NaN,
       otherLoad: a && b ? busyFraction(a.cpu0, b.cpu0) + busyFraction(a.cpu1, b.cpu1) - ours / (durationS * 1e6) : NaN,
       channelPublishes,
@@ -597,7 +606,7 @@ function runLine(f: Figures, runNo: number): string {
     `${int(f.deliveries)} of ${int(f.expected)} deliveries, send->delivery p50/p99 ${ms(f.delivery.p50)}/${ms(f.delivery.p99)} ms, ` +
     `send->last p50/p99 ${ms(f.last.p50)}/${ms(f.last.p99)} ms (${f.complete} complete msgs), ack p50/p99 ${ms(f.ack.p50)}/${ms(f.ack.p99)} ms, ` +
     `nodes ${f.nodeUsPerDelivery.toFixed(2)} µs/delivery (${f.nodeCores.toFixed(2)} cores, ${pct(f.nodeSysShare)} kernel)` +
-    `${f.redisUsPerDelivery !== null ? `, redis ${f.redisUsPerDelivery.toFixed(3)} µs/delivery` : ''}, receivers ${f.recvUsPerDelivery.toFixed(2)} µs/delivery (${pct(f.recvSysShare)} kernel; CPU1 ${pct(f.recvCpu1)}), ` +
+    `${f.redisUsPerDelivery !== null ? `, redis ${f.redisUsPerDelivery.toFixed(3)} µs/delivery` : ''}, receivers ${f.recvUsPerDelivery.toFixed(2)} µs/delivery (${pct(f.recvSysShare)} kernel; CPU1 ${pct(f.recvCpu1)}; ${f.framesPerRead.toFixed(2)} frames/read), ` +
     `other load ${f.otherLoad.toFixed(2)} cores, senders got ${JSON.stringify(f.ownerFrames)}, receivers also got ${JSON.stringify(f.receiverFrames)}, out-of-order ${f.outOfOrder} ${f.ok ? 'ok' : 'FAILED'}${bad ? `: ${bad}` : ''}`
   );
 }
@@ -739,7 +748,7 @@ async function main(): Promise<void> {
         nodes: st.s.nodes,
         rate: st.rate,
         keepsUp: keepsUp(st),
-        runs: st.runs.map((x) => ({ ok: x.ok, acked: x.acked, deliveries: x.deliveries, deliveredPerS: Math.round(x.deliveredPerS), p50: x.delivery.p50, p99: x.delivery.p99, lastP50: x.last.p50, lastP99: x.last.p99, nodeUsPerDelivery: Number(x.nodeUsPerDelivery.toFixed(3)), nodeCores: Number(x.nodeCores.toFixed(3)), missing: x.missing, duplicates: x.duplicates, retried: x.retried, refused: x.refused, unanswered: x.messages - x.acked - Object.values(x.refused).reduce((p, q) => p + q, 0) })),
+        runs: st.runs.map((x) => ({ ok: x.ok, acked: x.acked, deliveries: x.deliveries, deliveredPerS: Math.round(x.deliveredPerS), p50: x.delivery.p50, p99: x.delivery.p99, lastP50: x.last.p50, lastP99: x.last.p99, nodeUsPerDelivery: Number(x.nodeUsPerDelivery.toFixed(3)), nodeCores: Number(x.nodeCores.toFixed(3)), recvUsPerDelivery: Number(x.recvUsPerDelivery.toFixed(3)), framesPerRead: Number(x.framesPerRead.toFixed(2)), otherLoad: Number(x.otherLoad.toFixed(2)), missing: x.missing, duplicates: x.duplicates, retried: x.retried, refused: x.refused, unanswered: x.messages - x.acked - Object.values(x.refused).reduce((p, q) => p + q, 0) })),
       })),
     }),
   );

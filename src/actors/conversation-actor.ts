@@ -33,13 +33,21 @@
  *   acked and its entries fanned out. A crash (or a failed row write) in between leaves the marker:
  *   the next activation replays the events after that seq onto the rows before it serves anything.
  *   A row write that fails ends this activation after the batch completes, for that repair.
+ * - Join floors and departures (docs/PROTOCOL.md 3.7): a member's row carries the seq of the event
+ *   that last added it (groups only; channels and direct conversations store 0), and a remove/leave
+ *   event records a departure for the user in the same atomic write as the row's removal, so sync
+ *   (sync.ts) can deliver a removed device the entries up to its removal. A departed member's dacks
+ *   up to that seq are accepted (its cursor moves); nothing else of it is.
+ * - An avatar (`conv.create`, `conv.meta`) must be an uploaded media id (checked like a send's
+ *   media, refused `invalid_field` / `avatar`); it is recorded as sent in the conversation with the
+ *   commit, so members can get its download URL.
  * - Channel subscribers joining or leaving (`conv.join`, a subscriber's `conv.leave`) write only
  *   their member row, never an event (subscribers must not spam readers), and tell
  *   `deps.channels.membership`. While a queued event concerns the same user the request is refused
  *   `too_many_inflight` (retry), so the row and the log never disagree.
  */
 import { createHash } from 'node:crypto';
-import type { ConvOkFrame, MembersPageFrame, SysEvent } from '../protocol/client-frames.js';
+import { errorFrame, type ConvOkFrame, type MembersPageFrame, type SysEvent } from '../protocol/client-frames.js';
 import { derivedConversationId, derivedIdInput, newMessageId, messageIdTimeMs, parseDirectConversationId } from '../protocol/ids.js';
 import type { ErrorCode } from '../protocol/codes.js';
 import type { Store, ConversationWriter } from '../store/store.js';
@@ -49,7 +57,6 @@ import type { ChannelFanout } from './channel-fanout.js';
 import type { Clock } from './clock.js';
 import {
   applySys,
-  decodeSys,
   encodeSys,
   mayPost,
   metaAfter,
@@ -65,7 +72,8 @@ import type { EpochSource } from './epochs.js';
 import type { Actor, ActorContext } from './host.js';
 import type { ActorLog } from './log.js';
 import { ConversationReceipts } from './conversation-receipts.js';
-import type { ConvCommitFailed, ConvMembersMsg, ConvMsg, ConvOpMsg, ConvReceiptsMsg, ConvSend, DeliveredEntry } from './messages.js';
+import { repairRows, withoutMarker, writeBatchRows, writeRow } from './conversation-rows.js';
+import type { ConvCommitFailed, ConvDelivered, ConvMembersMsg, ConvMsg, ConvOpMsg, ConvReceiptsMsg, ConvSend, DeliveredEntry } from './messages.js';
 import { convMetrics } from './metrics.js';
 import type { Router } from './router.js';
 import { sendMediaRefs, type SendMediaRefs } from '../media/send-refs.js';
@@ -97,7 +105,6 @@ export interface ConversationDeps {
 /** Recent (device, cmid) -> result kept per activation, so common retries skip the store. */
 const DEDUPE_CAPACITY = 1024;
 const MEMBER_PAGE = 1000;
-const REPAIR_PAGE = 500;
 export const DEFAULT_MAX_MEMBERS = 1024;
 
 /** The id of the group or channel a `conv.create` by `user` with `cmid` creates (or re-finds). */
@@ -161,7 +168,7 @@ export class ConversationActor implements Actor<ConvMsg> {
       case 'send':
         return this.onSend(msg);
       case 'delivered':
-        return this.receipts.deliveredFrom(this.state?.conv.kind ?? null, this.state?.members ?? null, this.head, this.inflight?.length ?? 0, msg);
+        return this.onDelivered(msg);
       case 'read':
         return this.receipts.readFrom(this.state?.conv.kind ?? null, this.state?.members ?? null, this.head, msg);
       case 'committed':
@@ -237,7 +244,9 @@ export class ConversationActor implements Actor<ConvMsg> {
 
   private project(state: Loaded, e: SysEvent, ts: number): void {
     const v = this.view(state);
-    for (const [u, s] of sysChanges(e, ts, (x) => v.get(x))) {
+    // The seq is not known before the commit; the projection only answers who is a member with
+    // which role, never the floor.
+    for (const [u, s] of sysChanges(e, ts, 0, (x) => v.get(x))) {
       const was = v.get(u) !== undefined;
       this.projectedSize += (s !== null ? 1 : 0) - (was ? 1 : 0);
       this.overlay.set(u, s);
@@ -329,7 +338,7 @@ export class ConversationActor implements Actor<ConvMsg> {
     const members = new Map<string, MemberState>();
     for (let after: string | undefined; ; ) {
       const page = await this.deps.store.listMembers(conv.id, { limit: MEMBER_PAGE, ...(after === undefined ? {} : { afterUserId: after }) });
-      for (const mem of page) members.set(mem.userId, { role: mem.role, joined: mem.joinedAtMs });
+      for (const mem of page) members.set(mem.userId, { role: mem.role, joined: mem.joinedAtMs, from: mem.fromSeq });
       if (page.length < MEMBER_PAGE) break;
       after = page[page.length - 1]!.userId;
     }
@@ -342,45 +351,13 @@ export class ConversationActor implements Actor<ConvMsg> {
       for (const userId of new Set(pair)) {
         if (members.has(userId)) continue;
         await this.deps.store.putMember(conv.id, userId, 'member', conv.createdAtMs);
-        members.set(userId, { role: 'member', joined: conv.createdAtMs });
+        members.set(userId, { role: 'member', joined: conv.createdAtMs, from: 0 });
         this.deps.log.warn({ conv: conv.id, user: userId }, 'repaired a missing member of a direct conversation');
       }
     }
     const writer = await this.deps.store.openWriter(conv.id, await this.deps.epochs.next(conv.id));
-    if (conv.meta[PENDING_KEY] !== undefined) conv = await this.repair(conv, members, Number(conv.meta[PENDING_KEY]), writer.head);
+    if (conv.meta[PENDING_KEY] !== undefined) conv = await repairRows(this.deps.store, this.deps.log, conv, members, Number(conv.meta[PENDING_KEY]), writer.head);
     return { conv, members, writer };
-  }
-
-  /**
-   * A batch's rows were not (all) written: replays the events after `applied` onto the member rows
-   * and the meta (events are absolute for the users they name, so rows already written are
-   * harmless), then clears the marker.
-   */
-  private async repair(conv: Conversation, members: Map<string, MemberState>, applied: number, head: number): Promise<Conversation> {
-    const { store, log } = this.deps;
-    const changed = new Set<string>();
-    let meta = withoutMarker(conv.meta);
-    let events = 0;
-    for (let after = Number.isFinite(applied) ? applied : 0; after < head; ) {
-      const page = await store.readForward(conv.id, after, REPAIR_PAGE);
-      for (const m of page.messages) {
-        if (m.senderDevice !== SYS_DEVICE) continue;
-        const e = decodeSys(m.body);
-        if (e === null) continue;
-        events++;
-        for (const u of sysChanges(e, m.sentAtMs, (x) => members.get(x)).keys()) changed.add(u);
-        applySys(members, e, m.sentAtMs);
-        meta = metaAfter(meta, e);
-      }
-      const last = page.messages.at(-1)?.seq ?? page.next;
-      if (last === null || last === undefined || last <= after) break;
-      after = last;
-    }
-    await Promise.all([...changed].map((u) => writeRow(store, conv.id, u, members.get(u) ?? null)));
-    await store.updateConversationMeta(conv.id, meta);
-    convMetrics.repairs.inc();
-    log.warn({ conv: conv.id, events, rows: changed.size }, 'repaired the member rows of events after a pending marker');
-    return { ...conv, meta };
   }
 
   private adopt(loaded: Loaded): void {
@@ -393,6 +370,19 @@ export class ConversationActor implements Actor<ConvMsg> {
   // ---- operations ----------------------------------------------------------------------------------
 
   private onOp(m: ConvOpMsg): void | Promise<void> {
+    // An avatar is a media id that must have been uploaded, checked first like a send's media (the
+    // mailbox waits for the index read); members then download it (recorded with the commit).
+    const avatar = m.op.op === 'create' || m.op.op === 'meta' ? m.op.avatar : undefined;
+    if (avatar === undefined) return this.onOpChecked(m);
+    return (this.deps.media ?? NO_MEDIA).check([avatar], m.id).then((refusal) => {
+      if (refusal === null) return this.onOpChecked(m);
+      convMetrics.ops.inc({ op: m.op.op, result: refusal.code as Parameters<typeof errorFor>[0] });
+      const unknown = refusal.code === 'invalid_field';
+      this.deps.router.push(m.session, unknown ? errorFrame('invalid_field', `avatar: ${refusal.msg}`, m.id, 'avatar') : refusal);
+    });
+  }
+
+  private onOpChecked(m: ConvOpMsg): void | Promise<void> {
     if (m.op.op === 'create') return this.onCreate(m);
     if (this.state !== null) return this.planAndQueue(this.state, m);
     return this.ensureLoaded().then(
@@ -437,7 +427,7 @@ export class ConversationActor implements Actor<ConvMsg> {
   private async writeSubscriberRow(state: Loaded, m: ConvOpMsg, user: string, s: MemberState | null): Promise<void> {
     if (this.overlay.has(user)) return this.answerOp(m, 'too_many_inflight', 'a membership change of this user is being committed; retry');
     try {
-      await writeRow(this.deps.store, state.conv.id, user, s);
+      await writeRow(this.deps.store, state.conv, user, s);
     } catch (err) {
       this.deps.log.warn({ err }, 'writing a channel subscriber row failed');
       return this.answerOp(m, errorCodeOf(err));
@@ -529,6 +519,31 @@ export class ConversationActor implements Actor<ConvMsg> {
     return this.ensureLoaded().then(answer, (err: unknown) => this.pushError(m, errorCodeOf(err)));
   }
 
+  // ---- receipts of departed members --------------------------------------------------------------
+
+  private onDelivered(m: ConvDelivered): void {
+    const state = this.state;
+    if (state === null || state.conv.kind === 'direct' || state.members.has(m.session.user)) {
+      return this.receipts.deliveredFrom(state?.conv.kind ?? null, state?.members ?? null, this.head, this.inflight?.length ?? 0, m);
+    }
+    // A removed (or departed) member's device catching up to its removal through sync: its cursor
+    // may advance up to the seq of that event, never beyond, and nobody else is told. Not awaited
+    // (only this path reads the store), so a departed user's dacks never hold up the group's sends.
+    const { store, router, cursors, log } = this.deps;
+    const { user, device } = m.session;
+    store.listDepartures(user).then(
+      (list) => {
+        const d = list.find((x) => x.conversationId === this.ctx.key);
+        if (d === undefined || m.seq > d.leftSeq) return void router.push(m.session, errorFor('not_member'));
+        if (m.seq > 0) cursors.add({ userId: user, deviceId: device, conversationId: this.ctx.key, seq: m.seq });
+      },
+      (err: unknown) => {
+        log.warn({ err }, 'reading the departures of a user failed');
+        router.push(m.session, errorFor(errorCodeOf(err)));
+      },
+    );
+  }
+
   // ---- commits -------------------------------------------------------------------------------------
 
   /** Starts the next group commit when none is in flight. */
@@ -547,7 +562,12 @@ export class ConversationActor implements Actor<ConvMsg> {
       const results = await state.writer.append(batch.map((q) => q.draft));
       if (!events) return { results, rowsFailed: false };
       try {
-        await this.writeRows(state, batch, results);
+        await writeBatchRows(
+          this.deps.store,
+          state.conv,
+          state.members,
+          batch.flatMap((q, i) => (q.sys === undefined || i >= results.length || results[i]!.duplicate ? [] : [{ e: q.sys, ts: q.draft.sentAtMs, seq: results[i]!.seq }])),
+        );
         return { results, rowsFailed: false };
       } catch (err) {
         this.deps.log.warn({ err }, 'writing member rows after a commit failed; the next activation repairs them');
@@ -568,25 +588,6 @@ export class ConversationActor implements Actor<ConvMsg> {
         });
       },
     );
-  }
-
-  /**
-   * The member rows and meta after a committed batch's events, then the marker cleared. Runs outside
-   * the actor's turns but reads only the committed members, which change only when the batch
-   * completes (after this resolved).
-   */
-  private async writeRows(state: Loaded, batch: Queued[], results: AppendResult[]): Promise<void> {
-    const next = new Map<string, MemberState | null>();
-    const cur = (u: string): MemberState | undefined => (next.has(u) ? (next.get(u) ?? undefined) : state.members.get(u));
-    let meta = withoutMarker(state.conv.meta);
-    for (let i = 0; i < batch.length && i < results.length; i++) {
-      const e = batch[i]!.sys;
-      if (e === undefined || results[i]!.duplicate) continue;
-      for (const [u, s] of sysChanges(e, batch[i]!.draft.sentAtMs, cur)) next.set(u, s);
-      meta = metaAfter(meta, e);
-    }
-    await Promise.all([...next].map(([u, s]) => writeRow(this.deps.store, state.conv.id, u, s)));
-    await this.deps.store.updateConversationMeta(state.conv.id, meta);
   }
 
   private onCommitted(results: AppendResult[], durationMs: number, rowsFailed: boolean): void | Promise<void> {
@@ -712,7 +713,7 @@ export class ConversationActor implements Actor<ConvMsg> {
     const state = this.state;
     if (state === null) return;
     const before = new Set(state.members.keys());
-    applySys(state.members, e, entry.ts);
+    applySys(state.members, e, entry.ts, entry.seq);
     if (e.op === 'meta' || e.op === 'create') state.conv = { ...state.conv, meta: metaAfter(withoutMarker(state.conv.meta), e) };
     const kind = state.conv.kind;
     const deliver = (user: string): void => this.deps.router.tell('user', user, { t: 'deliver', conv: this.ctx.key, kind, msgs: [entry] });
@@ -812,15 +813,4 @@ export class ConversationActor implements Actor<ConvMsg> {
 
 function dedupeKey(device: string, cmid: string): string {
   return `${device}\u0000${cmid}`;
-}
-
-function withoutMarker(meta: Record<string, string>): Record<string, string> {
-  if (meta[PENDING_KEY] === undefined) return meta;
-  const out = { ...meta };
-  delete out[PENDING_KEY];
-  return out;
-}
-
-function writeRow(store: Store, conv: string, user: string, s: MemberState | null): Promise<void> {
-  return s === null ? store.removeMember(conv, user) : store.putMember(conv, user, s.role, s.joined);
 }

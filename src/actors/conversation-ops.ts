@@ -24,6 +24,11 @@ export interface MemberState {
   role: Role;
   /** Server ms of the event that added the user. */
   joined: number;
+  /**
+   * Seq of the event that (last) added the user: its join floor (a group shows it nothing below).
+   * 0 for members of direct conversations, channel subscribers, and rows older than the floor.
+   */
+  from: number;
 }
 
 /** Read access to a member set (the committed one, or the projection over queued operations). */
@@ -51,25 +56,28 @@ export function decodeSys(body: Uint8Array): SysEvent | null {
 }
 
 /**
- * The member changes of an event: user -> new state, or null when removed. Pure: `current` is read
- * only for a `role` change (which keeps the join time).
+ * The member changes of an event at `seq`: user -> new state, or null when removed. Pure: `current`
+ * is read only for a `role` change (which keeps the join time and floor).
  */
-export function sysChanges(e: SysEvent, ts: number, current: (user: string) => MemberState | undefined): Map<string, MemberState | null> {
+export function sysChanges(e: SysEvent, ts: number, seq: number, current: (user: string) => MemberState | undefined): Map<string, MemberState | null> {
   const out = new Map<string, MemberState | null>();
   switch (e.op) {
     case 'create':
-      for (const u of e.users ?? []) out.set(u, { role: 'member', joined: ts });
-      out.set(e.by, { role: 'owner', joined: ts });
+      for (const u of e.users ?? []) out.set(u, { role: 'member', joined: ts, from: seq });
+      out.set(e.by, { role: 'owner', joined: ts, from: seq });
       break;
     case 'add':
-      for (const u of e.users ?? []) out.set(u, { role: e.role ?? 'member', joined: ts });
+      for (const u of e.users ?? []) out.set(u, { role: e.role ?? 'member', joined: ts, from: seq });
       break;
     case 'remove':
     case 'leave':
       for (const u of e.users ?? []) out.set(u, null);
       break;
     case 'role':
-      for (const u of e.users ?? []) out.set(u, { role: e.role ?? 'member', joined: current(u)?.joined ?? ts });
+      for (const u of e.users ?? []) {
+        const was = current(u);
+        out.set(u, { role: e.role ?? 'member', joined: was?.joined ?? ts, from: was?.from ?? seq });
+      }
       break;
     case 'meta':
       break;
@@ -77,9 +85,9 @@ export function sysChanges(e: SysEvent, ts: number, current: (user: string) => M
   return out;
 }
 
-/** Applies an event's member changes to `members` (in place). */
-export function applySys(members: Map<string, MemberState>, e: SysEvent, ts: number): void {
-  for (const [u, s] of sysChanges(e, ts, (x) => members.get(x))) {
+/** Applies the member changes of an event at `seq` to `members` (in place). */
+export function applySys(members: Map<string, MemberState>, e: SysEvent, ts: number, seq: number): void {
+  for (const [u, s] of sysChanges(e, ts, seq, (x) => members.get(x))) {
     if (s === null) members.delete(u);
     else members.set(u, s);
   }
@@ -116,7 +124,8 @@ export function planOp(p: PlanInput): OpPlan {
   if (op.op === 'join') {
     if (kind !== 'channel') return { error: 'forbidden', detail: 'only channels can be joined; a group member must be added' };
     if (me !== undefined) return { events: [] };
-    return { events: [], row: { user, state: { role: 'member', joined: p.now } } };
+    // No floor: a channel's history is public to its subscribers.
+    return { events: [], row: { user, state: { role: 'member', joined: p.now, from: 0 } } };
   }
   if (me === undefined) return { error: 'not_member' };
   switch (op.op) {

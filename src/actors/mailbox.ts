@@ -14,7 +14,7 @@
  */
 import type { ActorKind } from './address.js';
 import type { Clock } from './clock.js';
-import { actorMetrics } from './metrics.js';
+import { actorMetrics, mailboxTally, type MailboxTally } from './metrics.js';
 
 export type Lane = 'system' | 'user';
 
@@ -77,17 +77,68 @@ class Fifo<T> {
   }
 }
 
+/**
+ * Runs the turns of every mailbox of a shard from one setImmediate instead of one each: the turns
+ * scheduled before it fires run in it, in the order they were scheduled; turns scheduled while it
+ * runs wait for the next one (I/O callbacks run in between, as with a setImmediate per turn).
+ * `around` wraps each run: the shard passes the gateway's write batch (ConnectionSink.batch), so
+ * what all those turns push reaches each socket in one write, e.g. the `msg` frames of a group
+ * commit's messages for a member's device. A thrown turn is reported and the others still run.
+ */
+export class TurnScheduler {
+  private queue: (() => void)[] = [];
+  private armed = false;
+
+  constructor(
+    private readonly around: (run: () => void) => void,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  /** MailboxOptions.schedule. */
+  readonly schedule = (fn: () => void): void => {
+    this.queue.push(fn);
+    if (this.armed) return;
+    this.armed = true;
+    setImmediate(this.run);
+  };
+
+  private readonly run = (): void => {
+    this.armed = false;
+    const turns = this.queue;
+    this.queue = [];
+    try {
+      this.around(() => {
+        for (const fn of turns) {
+          try {
+            fn();
+          } catch (err) {
+            this.onError(err);
+          }
+        }
+      });
+    } catch (err) {
+      this.onError(err);
+    }
+  };
+}
+
 const SCHEDULED = 1;
 const RUNNING = 2;
 const PAUSED = 4;
 const STOPPED = 8;
 
-/** One labels object per actor kind, shared by every mailbox of that kind. */
+/** One labels object and one tally per actor kind, shared by every mailbox of that kind. */
 const kindLabels = new Map<ActorKind, { kind: ActorKind }>();
 function labelsOf(kind: ActorKind): { kind: ActorKind } {
   let l = kindLabels.get(kind);
   if (l === undefined) kindLabels.set(kind, (l = { kind }));
   return l;
+}
+const kindTallies = new Map<ActorKind, MailboxTally>();
+function tallyOf(kind: ActorKind): MailboxTally {
+  let t = kindTallies.get(kind);
+  if (t === undefined) kindTallies.set(kind, (t = mailboxTally(kind)));
+  return t;
 }
 
 /**
@@ -137,7 +188,7 @@ export class Mailbox<M> {
     if (lane === 'user' && (this.user?.length ?? 0) >= this.opts.capacity) return false;
     const q = lane === 'system' ? (this.system ??= new Fifo()) : (this.user ??= new Fifo());
     q.push({ msg, lane, self, postedAt: this.opts.clock.now() });
-    actorMetrics.mailboxDepth.inc(labelsOf(this.opts.kind));
+    tallyOf(this.opts.kind).depth++;
     this.kick();
     return true;
   }
@@ -157,7 +208,7 @@ export class Mailbox<M> {
     const rest = [...(this.system?.takeAll() ?? []), ...(this.user?.takeAll() ?? [])];
     this.system = null;
     this.user = null;
-    if (rest.length > 0) actorMetrics.mailboxDepth.dec(labelsOf(this.opts.kind), rest.length);
+    tallyOf(this.opts.kind).depth -= rest.length;
     return rest;
   }
 
@@ -178,15 +229,16 @@ export class Mailbox<M> {
     if ((this.flags & (RUNNING | PAUSED | STOPPED)) !== 0) return;
     this.flags |= RUNNING;
     const labels = labelsOf(this.opts.kind);
+    const tally = tallyOf(this.opts.kind);
     let n = 0;
     try {
       while (n < this.opts.turnBudget && (this.flags & (PAUSED | STOPPED)) === 0) {
         const entry = this.next();
         if (entry === undefined) break;
         n++;
-        actorMetrics.mailboxDepth.dec(labels);
+        tally.depth--;
+        tally.messages++;
         actorMetrics.mailboxWait.observe(labels, Math.max(0, this.opts.clock.now() - entry.postedAt) / 1000);
-        actorMetrics.messages.inc(labels);
         try {
           const r = this.hooks.handle(entry.msg);
           if (r !== undefined) await r;

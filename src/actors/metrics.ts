@@ -6,6 +6,28 @@ import { Counter, Gauge, Histogram } from 'prom-client';
 import { registry } from '../metrics/registry.js';
 
 const registers = [registry];
+
+/**
+ * Hot-path tallies kept as plain numbers and read by their metrics at scrape time (`collect`): a
+ * prom-client update costs 0.1-0.3 µs, and a group fan-out makes a mailbox message and a pending
+ * delivery per member device.
+ */
+export interface MailboxTally {
+  /** Messages queued now. */
+  depth: number;
+  /** Messages processed since the last scrape. */
+  messages: number;
+}
+const mailboxTallies = new Map<string, MailboxTally>();
+/** The tally of one actor kind, shared by all its mailboxes. */
+export function mailboxTally(kind: string): MailboxTally {
+  let t = mailboxTallies.get(kind);
+  if (t === undefined) mailboxTallies.set(kind, (t = { depth: 0, messages: 0 }));
+  return t;
+}
+/** Deliveries pushed and not yet acknowledged on this thread (src/actors/pending.ts). */
+export const pendingTally = { deliveries: 0 };
+
 const fastBuckets = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
 export const actorMetrics = {
@@ -14,6 +36,9 @@ export const actorMetrics = {
     help: 'Messages waiting in actor mailboxes, summed over the actors of a kind.',
     labelNames: ['kind'] as const,
     registers,
+    collect() {
+      for (const [kind, t] of mailboxTallies) this.set({ kind }, t.depth);
+    },
   }),
   mailboxWait: new Histogram({
     name: 'ticks_actor_mailbox_wait_seconds',
@@ -27,6 +52,12 @@ export const actorMetrics = {
     help: 'Messages processed by actors.',
     labelNames: ['kind'] as const,
     registers,
+    collect() {
+      for (const [kind, t] of mailboxTallies) {
+        if (t.messages > 0) this.inc({ kind }, t.messages);
+        t.messages = 0;
+      }
+    },
   }),
   active: new Gauge({
     name: 'ticks_actor_active',
@@ -131,6 +162,9 @@ export const deliveryMetrics = {
     name: 'ticks_delivery_pending',
     help: 'Deliveries pushed and not yet acknowledged on this shard.',
     registers,
+    collect() {
+      this.set(pendingTally.deliveries);
+    },
   }),
   cursorFlushes: new Counter({
     name: 'ticks_delivery_cursor_flushes_total',

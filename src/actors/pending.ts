@@ -3,7 +3,7 @@
  * cumulative per conversation, so entries are grouped by conversation.
  */
 import type { MsgFrame } from '../protocol/client-frames.js';
-import { deliveryMetrics } from './metrics.js';
+import { pendingTally } from './metrics.js';
 
 export interface PendingDelivery {
   frame: MsgFrame;
@@ -35,7 +35,7 @@ export class DevicePending {
     }
     conv.set(frame.seq, { frame, attempts: 1, firstPushedAt: now, dueAt: now + retryMs });
     this.count++;
-    deliveryMetrics.pending.inc();
+    pendingTally.deliveries++;
   }
 
   /** Drops every entry of `conv` with seq <= `seq`; returns them. */
@@ -51,7 +51,7 @@ export class DevicePending {
     }
     if (entries.size === 0) this.byConv.delete(conv);
     this.count -= out.length;
-    if (out.length > 0) deliveryMetrics.pending.dec(out.length);
+    pendingTally.deliveries -= out.length;
     return out;
   }
 
@@ -74,7 +74,7 @@ export class DevicePending {
   }
 
   clear(): void {
-    if (this.count > 0) deliveryMetrics.pending.dec(this.count);
+    pendingTally.deliveries -= this.count;
     this.byConv.clear();
     this.count = 0;
   }

@@ -24,12 +24,17 @@ export interface SessionRef {
  *   backpressure limit was crossed, in which case the gateway has already closed the socket with the
  *   slow-consumer code. Nothing is dropped silently: every outcome is reported.
  * - `close` closes with a documented close code and a short reason. Idempotent.
+ * - `batch` (optional) runs `fn` and writes what it pushed when it returns, per connection in one
+ *   write, in push order. Pushes inside answer at once as above; one that was 'sent' may still end
+ *   in a slow-consumer close when the write finds the buffer over the limit, and then the session
+ *   closes (`closed` reaches the handler) like any other closed connection.
  */
 export type PushResult = 'sent' | 'buffered' | 'closed' | 'overflow';
 
 export interface ConnectionSink<ServerFrame> {
   push(conn: SessionRef, frame: ServerFrame): PushResult;
   close(conn: SessionRef, code: number, reason: string): void;
+  batch?(fn: () => void): void;
 }
 
 /**

@@ -28,6 +28,7 @@ import { CursorBatcher } from './cursor-batcher.js';
 import { ClockEpochSource, type EpochSource } from './epochs.js';
 import { ActorHost, type ActorKindSpec } from './host.js';
 import { silentLog, type ActorLog } from './log.js';
+import { TurnScheduler } from './mailbox.js';
 import type { ActorMessages, ConvMsg, UserMsg } from './messages.js';
 import { convMetrics } from './metrics.js';
 import { Router, type ClusterRoutes } from './router.js';
@@ -210,12 +211,18 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
   };
   const router = new Router({ shard: o.shard, shardCount: o.shardCount, nodeId: o.nodeId, link: o.link, sink, log });
   if (o.cluster !== undefined) router.useCluster(o.cluster);
+  // Every turn of the shard's actors runs inside the gateway's write batch (see TurnScheduler).
+  const turns = new TurnScheduler(
+    (run) => (o.sink.batch === undefined ? run() : o.sink.batch(run)),
+    (err) => log.error({ err }, 'an actor turn failed'),
+  );
   const host = new ActorHost<ActorMessages>({
     mailboxCapacity: cfg.mailboxCapacity,
     turnBudget: cfg.turnBudget,
     idlePassivateMs: cfg.idlePassivateMs,
     clock,
     log,
+    schedule: turns.schedule,
   });
   const media = o.media ?? sendMediaRefs(null);
   const cursors = new CursorBatcher({ store, clock, log, flushMs: cfg.cursorFlushMs });

@@ -14,6 +14,14 @@
  * the unread badges (src/store/unread.ts: head minus read cursor, per conversation and in total),
  * and `more` when a conversation had more than `limit`.
  *
+ * Membership (docs/PROTOCOL.md 3.7): in a group a member sees only seqs from its join floor (the seq
+ * of the event that last added it): a round starts a conversation at the floor when the cursor is
+ * below it (`sync.batch.from`, `synced.from`), and history pages stop there (`history.page.from`).
+ * A membership ended by a remove/leave event stays in the user's departures: a device whose cursor
+ * for it (the frame's or the stored one) is below that event's seq gets the entries up to and
+ * including it (`synced.left`, `heads` at that seq); once its cursor is there, the conversation no
+ * longer appears. A device with no cursor for it never held any of it and gets nothing.
+ *
  * Offline flush: before a round takes its read slot, its backlog (head minus cursor, summed over the
  * user's conversations) goes to the flush gate (`deps.flush`, src/jobs/flush.ts). A small backlog
  * runs at once; a large one waits for a permit from the cluster-wide flush rate, and a permit that
@@ -22,14 +30,16 @@
 import {
   DEFAULT_SYNC_LIMIT,
   type HistoryFrame,
+  type HistoryPageFrame,
   type MessageEntry,
   type PeerReceipts,
   type SyncBatchFrame,
+  type SyncedFrame,
   type SyncFrame,
 } from '../protocol/client-frames.js';
 import { parseDirectConversationId } from '../protocol/ids.js';
 import type { Store } from '../store/store.js';
-import type { StoredMessage, UserConversation } from '../store/types.js';
+import { joinFloor, type ConversationKind, type Departure, type StoredMessage, type UserConversation } from '../store/types.js';
 import { unreadOf } from '../store/unread.js';
 import { backlogOf, type FlushRequest } from '../jobs/flush.js';
 import { errorCodeOf, errorFor } from './answers.js';
@@ -96,13 +106,17 @@ export async function runSync(deps: SyncDeps, session: SessionRef, frame: SyncFr
     // The cursors and conversations are read first, so the backlog is known before the round asks
     // the flush gate for a permit (a large one waits; a JobError becomes a retryable error frame).
     const { user, device } = session;
-    const [stored, convs] = await Promise.all([deps.store.getDelivered(user, device), deps.store.listUserConversations(user)]);
+    const [stored, convs, departures] = await Promise.all([
+      deps.store.getDelivered(user, device),
+      deps.store.listUserConversations(user),
+      deps.store.listDepartures(user),
+    ]);
     const cursors = new Map<string, number>(stored.map((c) => [c.conversationId, c.seq]));
     for (const [conv, seq] of Object.entries(frame.cursors ?? {})) cursors.set(conv, seq);
     if (deps.flush !== undefined) {
       await deps.flush.schedule({ user, device, session: `${session.node}.${session.shard}.${session.connId}`, backlog: backlogOf(convs, cursors) });
     }
-    const result = await deps.limit.run(() => syncRound(deps, session, frame, cursors, convs));
+    const result = await deps.limit.run(() => syncRound(deps, session, frame, cursors, convs, departures));
     syncMetrics.requests.inc({ type: 'sync', result });
   } catch (err) {
     const code = errorCodeOf(err);
@@ -112,12 +126,42 @@ export async function runSync(deps: SyncDeps, session: SessionRef, frame: SyncFr
   }
 }
 
+/** One conversation of a round: its visible range is `floor .. end`. */
+interface Target {
+  conv: string;
+  kind: ConversationKind;
+  /** The join floor (0: the whole log). */
+  floor: number;
+  /** The head, or for a departure the seq of the event that ended the membership. */
+  end: number;
+}
+
+/** The round's conversations: the user's memberships, then departures this device has not passed. */
+function targetsOf(
+  convs: readonly UserConversation[],
+  departures: readonly Departure[],
+  cursors: ReadonlyMap<string, number>,
+  left: Record<string, number>,
+): Target[] {
+  const out: Target[] = convs.map((uc) => ({ conv: uc.conversationId, kind: uc.kind, floor: joinFloor(uc.kind, uc.fromSeq), end: uc.head }));
+  const current = new Set(out.map((x) => x.conv));
+  for (const d of departures) {
+    const cursor = cursors.get(d.conversationId);
+    // A re-add between the two reads shows both: the membership wins.
+    if (current.has(d.conversationId) || cursor === undefined || cursor >= d.leftSeq) continue;
+    left[d.conversationId] = d.leftSeq;
+    out.push({ conv: d.conversationId, kind: d.kind, floor: joinFloor(d.kind, d.fromSeq), end: d.leftSeq });
+  }
+  return out;
+}
+
 async function syncRound(
   deps: SyncDeps,
   session: SessionRef,
   frame: SyncFrame,
   cursors: ReadonlyMap<string, number>,
   convs: readonly UserConversation[],
+  departures: readonly Departure[],
 ): Promise<'ok' | 'closed'> {
   const { store, router } = deps;
   const { user } = session;
@@ -126,31 +170,38 @@ async function syncRound(
 
   const heads: Record<string, number> = {};
   const peers: Record<string, PeerReceipts> = {};
+  const floors: Record<string, number> = {};
+  const left: Record<string, number> = {};
   let more = false;
-  for (const uc of convs) {
-    const conv = uc.conversationId;
-    heads[conv] = uc.head;
-    let after = cursors.get(conv) ?? 0;
-    if (uc.head <= after) continue;
+  for (const { conv, kind, floor, end } of targetsOf(convs, departures, cursors, left)) {
+    heads[conv] = end;
+    if (floor > 1) floors[conv] = floor;
+    const cursor = cursors.get(conv) ?? 0;
+    // Below the floor is not this user's to see: start there, and say so on the first batch.
+    let after = Math.max(cursor, floor - 1);
+    if (end <= after) continue;
     let budget = limit;
     let first = true;
     while (budget > 0) {
-      const page = await store.readForward(conv, after, Math.min(deps.syncPageSize, budget));
+      const page = await store.readForward(conv, after, Math.min(deps.syncPageSize, budget, end - after));
       if (page.messages.length === 0 && !page.expired) break;
-      const batch: SyncBatchFrame = { t: 'sync.batch', id: frame.id, conv, kind: uc.kind, msgs: page.messages.map((m) => toEntry(m, user)), head: uc.head };
+      // A departure's range ends at its event (retention may have moved a page past it).
+      const msgs = page.messages.filter((m) => m.seq <= end);
+      const batch: SyncBatchFrame = { t: 'sync.batch', id: frame.id, conv, kind, msgs: msgs.map((m) => toEntry(m, user)), head: end };
       if (first && page.expired) {
         batch.expired = true;
         batch.retainedFrom = page.retainedFrom;
       }
+      if (first && cursor < floor - 1) batch.from = floor;
       first = false;
       if (!pushed(router.push(session, batch))) return 'closed';
       syncMetrics.messages.inc(batch.msgs.length);
-      budget -= page.messages.length;
-      after = page.messages.at(-1)?.seq ?? page.next ?? after;
-      if (page.next === null || after >= uc.head) break;
+      budget -= msgs.length;
+      after = Math.min(end, msgs.at(-1)?.seq ?? page.next ?? after);
+      if (page.next === null || after >= end) break;
     }
-    if (after < uc.head) more = true;
-    if (uc.kind === 'direct') {
+    if (after < end) more = true;
+    if (kind === 'direct') {
       const p = await peerReceipts(store, conv, user);
       if (p !== null) peers[conv] = p;
     }
@@ -159,7 +210,9 @@ async function syncRound(
   for (const r of reads) readMap[r.conversationId] = r.seq;
   // Badges from the same heads and read cursors as the round (the push badge counts the same way).
   const unread = unreadOf(convs, reads);
-  const synced = { t: 'synced' as const, id: frame.id, heads, reads: readMap, more, peers, unread: unread.perConversation, unreadTotal: unread.total };
+  const synced: SyncedFrame = { t: 'synced', id: frame.id, heads, reads: readMap, more, peers, unread: unread.perConversation, unreadTotal: unread.total };
+  if (Object.keys(floors).length > 0) synced.from = floors;
+  if (Object.keys(left).length > 0) synced.left = left;
   return pushed(router.push(session, synced)) ? 'ok' : 'closed';
 }
 
@@ -192,25 +245,36 @@ export async function runHistory(deps: SyncDeps, session: SessionRef, frame: His
   }
 }
 
+/**
+ * A history page never reaches below the member's join floor (Member.fromSeq, 0 outside groups):
+ * a page that reaches it is cut there and ends the history (`next: null`, `from`, `expired` false);
+ * `before` at or below the floor gets an empty page the same way.
+ */
 async function historyPage(deps: SyncDeps, session: SessionRef, frame: HistoryFrame): Promise<void> {
   const { store, router } = deps;
-  if ((await store.getMember(frame.conv, session.user)) === null) {
+  const member = await store.getMember(frame.conv, session.user);
+  if (member === null) {
     // Only on the refusal path: tell a missing conversation from one the user is not in.
     const code = (await store.getConversation(frame.conv)) === null ? 'not_found' : 'not_member';
     syncMetrics.requests.inc({ type: 'history', result: code });
     router.push(session, errorFor(code, frame.id));
     return;
   }
-  const page = await store.readBackward(frame.conv, frame.before ?? Number.MAX_SAFE_INTEGER, frame.limit);
+  const floor = member.fromSeq;
+  const before = frame.before ?? Number.MAX_SAFE_INTEGER;
+  const page: HistoryPageFrame = { t: 'history.page', id: frame.id, conv: frame.conv, msgs: [], next: null, expired: false };
+  if (before > floor) {
+    const read = await store.readBackward(frame.conv, before, frame.limit);
+    const visible = floor <= 1 ? read.messages : read.messages.filter((m) => m.seq >= floor);
+    page.msgs = visible.map((m) => toEntry(m, session.user));
+    if (floor <= 1 || (visible.length === read.messages.length && (read.next === null || read.next > floor))) {
+      page.next = read.next;
+      page.expired = read.expired;
+    }
+  }
+  if (floor > 1 && page.next === null && !page.expired) page.from = floor;
   syncMetrics.requests.inc({ type: 'history', result: 'ok' });
-  router.push(session, {
-    t: 'history.page',
-    id: frame.id,
-    conv: frame.conv,
-    msgs: page.messages.map((m) => toEntry(m, session.user)),
-    next: page.next,
-    expired: page.expired,
-  });
+  router.push(session, page);
 }
 
 function pushed(r: string): boolean {

@@ -16,7 +16,7 @@ import type { MsgFrame, ReceiptFrame } from '../protocol/client-frames.js';
 import type { Clock, TimerHandle } from './clock.js';
 import type { Actor, ActorContext } from './host.js';
 import type { ActorLog } from './log.js';
-import type { UserDack, UserDeliver, UserMsg, UserReceipt } from './messages.js';
+import type { DeliveredEntry, UserDack, UserDeliver, UserMsg, UserReceipt } from './messages.js';
 import { deliveryMetrics } from './metrics.js';
 import { DevicePending } from './pending.js';
 import type { Router } from './router.js';
@@ -32,9 +32,11 @@ export interface UserDeps {
   maxPendingPerDevice: number;
   /**
    * Wakes a user with no attached device (src/jobs/push PushService: a content-free push, collapsed
-   * per user). Fire and forget: never awaited, never fails delivery. Absent: no push.
+   * per user). Fire and forget: never awaited, never fails delivery. Absent: no push. `lost` is true
+   * when the actor had devices and every push found its socket gone, false when it had none (in
+   * cluster mode the fan-out's session lookup decides that case, see ClusterRouting).
    */
-  wake?: { notify(userId: string, conversationId: string, seq: number): unknown };
+  wake?: { notify(userId: string, conversationId: string, seq: number, lost: boolean): unknown };
 }
 
 /**
@@ -148,45 +150,51 @@ export class UserActor implements Actor<UserMsg> {
 
   private onDeliver(m: UserDeliver): void {
     const me = this.ctx.key;
-    // A copy: a push that finds a device gone drops it from `devices`.
-    for (const d of [...this.devices]) {
+    const had = this.devices.length > 0;
+    // A copy: a push that finds a device gone drops it from `devices`. (With one device none is
+    // needed: dropping it ends the loop.)
+    const devices = this.devices.length === 1 ? this.devices : [...this.devices];
+    let pushed = 0;
+    for (const d of devices) {
       for (const e of m.msgs) {
         if (e.from === me && e.fdev === d.id) continue;
-        const frame: MsgFrame = { t: 'msg', conv: m.conv, kind: m.kind, seq: e.seq, mid: e.mid, from: e.from, fdev: e.fdev, body: e.body, ts: e.ts };
-        if (e.sys !== undefined) frame.sys = e.sys;
-        else if (e.from === me) frame.cmid = e.cmid;
-        if (e.media !== undefined) frame.media = e.media;
-        if (!this.push(d, frame)) break;
+        if (!this.push(d, e.from === me ? msgFrame(m, e, true) : sharedMsgFrame(m, e))) break;
+        pushed++;
       }
     }
-    if (this.devices.length === 0) this.wakeOffline(m);
+    if (pushed > 0) deliveryMetrics.pushed.inc(pushed);
+    if (this.devices.length === 0) this.wakeOffline(m, had);
   }
 
   /** Nobody of this user is online (or every push found its socket gone): a push, if others wrote. */
-  private wakeOffline(m: UserDeliver): void {
+  private wakeOffline(m: UserDeliver, lost: boolean): void {
     const wake = this.deps.wake;
     if (wake === undefined) return;
     const me = this.ctx.key;
     const last = m.msgs.findLast((e) => e.from !== me);
-    if (last !== undefined) void wake.notify(me, m.conv, last.seq);
+    if (last !== undefined) void wake.notify(me, m.conv, last.seq, lost);
   }
 
-  /** Pushes and tracks one delivery; false when the device is gone (closed or disconnected). */
+  /**
+   * Pushes and tracks one delivery; false when the device is gone (closed or disconnected). The
+   * caller counts it in ticks_delivery_pushed_total (once per deliver, not per frame).
+   */
   private push(d: Device, frame: MsgFrame): boolean {
     if ((d.pending?.size ?? 0) >= this.deps.maxPendingPerDevice) {
       this.disconnect(d, 'too_many_pending');
       return false;
     }
     const result = this.deps.router.push(d.session, frame);
-    deliveryMetrics.pushed.inc();
     if (result === 'closed' || result === 'overflow') {
       // The socket is gone (and the gateway reports `closed`, which detaches it). Keep nothing.
       this.drop(d);
       return false;
     }
     const now = this.deps.clock.now();
+    const dueAt = now + this.deps.deliveryRetryMs;
     (d.pending ??= new DevicePending()).add(frame, now, this.deps.deliveryRetryMs);
-    this.arm(d);
+    // The armed timer is due no later than this delivery: nothing to move (arm scans every entry).
+    if (d.timer === null || d.timerAt > dueAt) this.arm(d);
     return true;
   }
 
@@ -275,4 +283,27 @@ export class UserActor implements Actor<UserMsg> {
     d.pending = null;
     this.devices.splice(i, 1);
   }
+}
+
+/** The `msg` frame of `e` for a device of `m`'s user; `own`: the user sent it (cmid included). */
+function msgFrame(m: UserDeliver, e: DeliveredEntry, own: boolean): MsgFrame {
+  const frame: MsgFrame = { t: 'msg', conv: m.conv, kind: m.kind, seq: e.seq, mid: e.mid, from: e.from, fdev: e.fdev, body: e.body, ts: e.ts };
+  if (e.sys !== undefined) frame.sys = e.sys;
+  else if (own) frame.cmid = e.cmid;
+  if (e.media !== undefined) frame.media = e.media;
+  return frame;
+}
+
+/**
+ * The `msg` frame of `e` for every user but its sender. A fan-out hands the same entry objects to
+ * all the user actors of a shard (one `deliver` per member, sharing `msgs`), so they share one
+ * frame object per message and the gateway encodes it once (src/gateway/connections.ts), not once
+ * per member device. Nothing mutates a frame once built: a retry pushes the same object again.
+ * Entries that crossed a thread or a node are copies and get their own frame there.
+ */
+const sharedFrames = new WeakMap<DeliveredEntry, MsgFrame>();
+function sharedMsgFrame(m: UserDeliver, e: DeliveredEntry): MsgFrame {
+  let frame = sharedFrames.get(e);
+  if (frame === undefined || frame.conv !== m.conv || frame.kind !== m.kind) sharedFrames.set(e, (frame = msgFrame(m, e, false)));
+  return frame;
 }

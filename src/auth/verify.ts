@@ -14,8 +14,17 @@ import { isDeviceId, isUserId } from '../protocol/ids.js';
 
 /** Expected outcomes are data: a bad token is a result, not an exception. */
 export type VerifyOutcome =
-  | { ok: true; user: string; device: string; /** `exp` claim, seconds since the epoch. */ exp: number }
-  | { ok: false; reason: 'expired' | 'invalid' | 'missing' };
+  | {
+      ok: true;
+      user: string;
+      device: string;
+      /** `exp` claim, seconds since the epoch. */
+      exp: number;
+      /** `iat` claim, seconds since the epoch, when present (compared with device removals). */
+      iat?: number;
+    }
+  /** `removed`: a valid token of a device removed after it was issued (src/auth/tombstones.ts). */
+  | { ok: false; reason: 'expired' | 'invalid' | 'missing' | 'removed' };
 
 export type JwtAlgorithm = AuthConfig['algorithms'][number];
 export type PublicKeyAlgorithm = Exclude<JwtAlgorithm, 'HS256'>;
@@ -29,6 +38,7 @@ export const MAX_TOKEN_CHARS = 8192;
 export const INVALID: VerifyOutcome = Object.freeze({ ok: false, reason: 'invalid' });
 export const EXPIRED: VerifyOutcome = Object.freeze({ ok: false, reason: 'expired' });
 export const MISSING: VerifyOutcome = Object.freeze({ ok: false, reason: 'missing' });
+export const REMOVED: VerifyOutcome = Object.freeze({ ok: false, reason: 'removed' });
 
 export function settingsOf(auth: AuthConfig): VerifySettings {
   return {
@@ -78,7 +88,9 @@ export function loadPublicKeys(pems: readonly string[], algorithms: readonly Jwt
 function outcomeOf(payload: JWTPayload, deviceClaim: string): VerifyOutcome {
   const device = payload[deviceClaim];
   if (!isUserId(payload.sub) || !isDeviceId(device) || typeof payload.exp !== 'number') return INVALID;
-  return { ok: true, user: payload.sub, device, exp: payload.exp };
+  const out: Extract<VerifyOutcome, { ok: true }> = { ok: true, user: payload.sub, device, exp: payload.exp };
+  if (typeof payload.iat === 'number') out.iat = payload.iat;
+  return out;
 }
 
 /**

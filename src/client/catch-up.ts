@@ -121,6 +121,8 @@ export class CatchUp {
   #onBatch(batch: SyncBatchFrame): void {
     const r = this.#d.receiver;
     const log = r.log(batch.conv);
+    // Below a group member's join floor is not a gap: the device starts there (PROTOCOL 3.7).
+    if (batch.from !== undefined) r.setBase(batch.conv, batch.from - 1);
     if (batch.expired === true && batch.retainedFrom !== undefined) r.expire(batch.conv, batch.retainedFrom);
     // Batches start right after the device's cursor: for a conversation we knew nothing about, the
     // first entry says where the server's stored cursor is.
@@ -157,6 +159,8 @@ export class CatchUp {
           continue;
         }
         for (const entry of page.msgs) this.#d.feed(conv, undefined, entry, 'history');
+        // The page reached the member's join floor: what lies below it is not this user's to see.
+        if (page.from !== undefined) r.setBase(conv, page.from - 1);
         const still = r.missing(conv);
         // Filled, or progress: the page filled the gap's upper part (`before` moved down) or all of
         // it (`have` moved up, possibly to a later gap): go on.

@@ -67,6 +67,8 @@ export interface HistoryPage {
   next: number | null;
   /** Older messages existed but were deleted by retention. */
   expired: boolean;
+  /** Groups: the page stopped at this user's join floor; nothing below is its to see. */
+  from?: number;
 }
 
 /** A group/channel operation's result: the conversation and its event's seq (0: nothing written). */
@@ -128,6 +130,8 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
   readonly #clock: Clock;
   #hello: HelloFrame | undefined;
   #started = false;
+  /** `synced.left` of the rounds of the catch-up under way. */
+  #left: Record<string, number> = {};
 
   constructor(o: ClientOptions) {
     super();
@@ -289,8 +293,12 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
     const page = await session.request(before === undefined ? frame : { ...frame, before });
     // Pages also feed the receive order: a page may hold messages this device has not seen yet.
     for (const entry of page.msgs) this.#feed(conv, undefined, entry, 'history');
+    // Below the join floor is not a gap (PROTOCOL 3.2): the device's `have` may move up to it.
+    if (page.from !== undefined && this.#receiver.peek(conv)?.have !== undefined) this.#receiver.setBase(conv, page.from - 1);
     const kind = this.#receiver.peek(conv)?.kind;
-    return { conv, messages: page.msgs.map((e) => toMessage(conv, kind, e, 'history')), next: page.next, expired: page.expired };
+    const out: HistoryPage = { conv, messages: page.msgs.map((e) => toMessage(conv, kind, e, 'history')), next: page.next, expired: page.expired };
+    if (page.from !== undefined) out.from = page.from;
+    return out;
   }
 
   // ---- groups and channels (docs/PROTOCOL.md 3.7) -----------------------------------------------
@@ -442,11 +450,18 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
 
   #onSynced(frame: SyncedFrame, rounds: number, final: boolean): void {
     const me = this.#hello?.user ?? '';
+    // A departure is reported by the rounds whose cursor was still below it: gather them.
+    if (rounds === 1) this.#left = {};
+    Object.assign(this.#left, frame.left ?? {});
     for (const [conv, seq] of Object.entries(frame.reads)) this.#receipt(conv, 'read', me, seq, 'sync');
     for (const [conv, peer] of Object.entries(frame.peers ?? {})) {
       this.#receipt(conv, 'delivered', peer.user, peer.delivered, 'sync');
       this.#receipt(conv, 'read', peer.user, peer.read, 'sync');
     }
-    if (final) this.emit('synced', { heads: frame.heads, reads: frame.reads, unread: frame.unread ?? {}, unreadTotal: frame.unreadTotal ?? 0, rounds });
+    if (final) {
+      const left = this.#left;
+      this.#left = {};
+      this.emit('synced', { heads: frame.heads, reads: frame.reads, unread: frame.unread ?? {}, unreadTotal: frame.unreadTotal ?? 0, rounds, from: frame.from ?? {}, left });
+    }
   }
 }

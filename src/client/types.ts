@@ -77,6 +77,13 @@ export interface SyncedEvent {
   unreadTotal: number;
   /** Sync rounds this catch-up took (more than one when the server paged with `more: true`). */
   rounds: number;
+  /** Groups where the user's join floor is above 1: conv -> the lowest seq it may see. */
+  from: Record<string, number>;
+  /**
+   * Conversations this catch-up delivered up to the user's own removal (or leave): conv -> the seq
+   * of that event. The user is no longer a member; they drop out of later syncs.
+   */
+  left: Record<string, number>;
 }
 
 /**

@@ -59,6 +59,14 @@
  * Sessions: each socket this thread accepts is put in the registry (user, device -> node and
  * `<shard>:<connId>`), refreshed by the heartbeat (re-put when the entry was lost), removed on close.
  * A put that replaces a connection on another node closes that one with 4502 (replaced).
+ *
+ * Push (cluster mode): the fan-out's registry lookup also decides the push wake-up of each receiving
+ * user of a deliver, so that a user online on another node costs no push job (an enqueue and a job
+ * run that would only find the user online): no live device on any node -> `wake.notify` (the user
+ * actor here has none either); a live device somewhere -> no push from here: a user actor that holds
+ * the device (here or on its node) asks for one itself when every push finds its socket gone. A
+ * failed lookup asks for the push (the job checks the registry again when it runs). The rule of
+ * docs/PUSH.md is unchanged: a user is pushed only when none of its devices has a live session.
  */
 import { randomBytes } from 'node:crypto';
 import type { ClusterRoutes, Router } from '../actors/router.js';
@@ -72,6 +80,7 @@ import type { Bus, BusSubscription } from './bus/bus.js';
 import type { Activation, Directory } from './directory/directory.js';
 import { ClusterError } from './errors.js';
 import { routingMetrics, type ConvRouteResult } from './routing-metrics.js';
+import { pushMetrics } from '../jobs/push/metrics.js';
 import type { SessionConn, SessionRegistry } from './sessions/sessions.js';
 
 export interface ClusterRoutingOptions {
@@ -95,6 +104,11 @@ export interface ClusterRoutingOptions {
    * per ClusterRouting (tests that start "nodes" in one process).
    */
   incarnation?: string;
+  /**
+   * Push wake-ups decided by the fan-out (cluster mode only; see "Push" above). The user actors of
+   * this node then only ask for a push when they had devices whose sockets all turned out gone.
+   */
+  wake?: { notify(userId: string, conversationId: string, seq: number): unknown };
   /** Monotonic ms; default performance.now. */
   now?: () => number;
   /** Waits `ms` (the start-up wait for a predecessor's node claim to expire); default setTimeout. */
@@ -399,38 +413,62 @@ export class ClusterRouting implements ClusterRoutes, EpochSource {
     this.fanChain = Promise.all([this.fanChain, lookups]).then(
       ([, found]) => {
         this.fanPublished = this.publishFanOut(batch, found);
+        this.wakeOffline(batch, found);
       },
       () => undefined,
     );
   }
 
-  /** The registry entries of `users` (one round trip when the registry has listMany); [] on failure. */
-  private lookUp(users: string[]): Promise<ReadonlyArray<readonly [string, ReadonlyArray<SessionConn>]>> {
+  /** The registry entries of `users` (one round trip when the registry has listMany); null on failure. */
+  private lookUp(users: string[]): Promise<ReadonlyArray<readonly [string, ReadonlyArray<SessionConn> | null]>> {
     const { sessions } = this.o;
     if (sessions.listMany !== undefined && users.length > 1) {
       return sessions.listMany(users).then(
         (lists) => users.map((u, i) => [u, lists[i] ?? []] as const),
-        () => users.map((u) => [u, []] as const),
+        () => users.map((u) => [u, null] as const),
       );
     }
     return Promise.all(
       users.map((u) =>
         sessions.list(u).then(
           (entries) => [u, entries] as const,
-          () => [u, []] as const,
+          () => [u, null] as const,
         ),
       ),
     );
   }
 
+  /** The fan-out's push decisions (see "Push" above), from the lookup it made for publishing. */
+  private wakeOffline(batch: Map<unknown, { msg: UserMsg; users: Set<string> }>, found: ReadonlyArray<readonly [string, ReadonlyArray<SessionConn> | null]>): void {
+    const wake = this.o.wake;
+    if (wake === undefined) return;
+    let entries: Map<string, ReadonlyArray<SessionConn> | null> | null = null;
+    for (const g of batch.values()) {
+      const msg = g.msg;
+      if (msg.t !== 'deliver') continue;
+      entries ??= new Map(found);
+      for (const user of g.users) {
+        const last = msg.msgs.findLast((e) => e.from !== user);
+        if (last === undefined) continue;
+        const live = entries.get(user);
+        if (live !== undefined && live !== null && live.length > 0) {
+          pushMetrics.wakeChecks.inc({ result: 'online' });
+          continue;
+        }
+        pushMetrics.wakeChecks.inc({ result: live === null ? 'lookup_failed' : 'offline' });
+        void wake.notify(user, msg.conv, last.seq);
+      }
+    }
+  }
+
   private async publishFanOut(
     batch: Map<unknown, { msg: UserMsg; users: Set<string> }>,
-    found: ReadonlyArray<readonly [string, ReadonlyArray<SessionConn>]>,
+    found: ReadonlyArray<readonly [string, ReadonlyArray<SessionConn> | null]>,
   ): Promise<void> {
     // node -> the users there, and a shard of that node to address (any: it routes in-node).
     const byNode = new Map<string, { shard: number; users: Set<string> }>();
     for (const [user, entries] of found) {
-      for (const e of entries) {
+      for (const e of entries ?? []) {
         if (e.node === this.o.nodeId) continue;
         const conn = parseRegistryConn(e);
         if (conn === null) continue;

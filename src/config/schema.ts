@@ -242,6 +242,7 @@ const jobsSchema = z.strictObject({
 
 const groupsSchema = z.strictObject({
   maxMembers: z.number().int().min(2).max(100_000).default(1024).describe('Most members of a group (fan-out on write to every member device); adding more answers group_full. Channels have no limit.'),
+  channelPublishWindowMs: z.number().int().min(0).max(1000).default(0).describe('Live channel posts are held up to this long per shard thread and written together (one socket write per subscriber per window instead of per post batch): fewer writes at high post rates, for that much added latency. 0: posts go out in the event-loop turn they arrive in.'),
 });
 
 export const configSchema = z.strictObject({

@@ -13,6 +13,17 @@ import { gatewayMetrics } from './metrics.js';
  * when the buffer passes gateway.maxBackpressureBytes (after a buffered send, or when uWS dropped the
  * frame) the socket is closed with 4001 (slow consumer) and the caller hears 'overflow'; the device
  * resyncs from its cursors when it reconnects.
+ *
+ * Batches (`batch`): the actor layer runs its mailbox turns inside one. Frames pushed meanwhile are
+ * queued per socket and written when the batch ends, each socket's frames in one corked write (one
+ * syscall instead of one per frame: a group commit of k messages reaches a member's socket as one
+ * write). Order per socket is kept: frames written directly (sendFrame, refuse, close) while a socket
+ * has queued output join its queue or flush it first. The backpressure rule holds at queue time
+ * (buffered + queued bytes) and again after the write.
+ *
+ * Encoding: a `msg` frame object is encoded once, however many sockets it goes to (the user actors
+ * of a shard share one frame object per message of a group fan-out, src/actors/user-actor.ts), and
+ * its retries reuse the bytes. Frames are never mutated once pushed.
  */
 
 /**
@@ -41,6 +52,16 @@ export interface ConnState extends RateFields, ProtocolErrorFields {
   pinged: boolean;
   /** Requests (send, sync, history, ping) not answered yet; bounded by MAX_INFLIGHT_REQUESTS. */
   inflight: number;
+  /** Frames queued by the running batch (ConnectionTable.batch), written when it ends; else null. */
+  out: Outbox | null;
+}
+
+/** A socket's frames queued during a batch. */
+export interface Outbox {
+  frames: Uint8Array[];
+  types: ServerFrame['t'][];
+  /** The socket's buffered amount when the first frame was queued plus the queued bytes. */
+  bytes: number;
 }
 
 /** Server frames that answer a request and so end it: its `sent`, `synced`, `history.page`, `pong` or `error`. */
@@ -79,8 +100,29 @@ const SEND_DROPPED = 2;
 
 export class ConnectionTable implements ConnectionSink<ServerFrame> {
   private readonly sockets = new Map<number, SocketLike>();
+  /** Nesting depth of `batch`; frames are queued while > 0. */
+  private depth = 0;
+  /**
+   * Sockets with an outbox, in the order they got their first frame, with their states: a socket
+   * closed meanwhile must not be touched (uWS throws), its state says so (`ending`).
+   */
+  private pending: SocketLike[] = [];
+  private pendingStates: ConnState[] = [];
 
   constructor(private readonly maxBackpressureBytes: number) {}
+
+  /**
+   * Runs `fn`; frames pushed during it are written when it returns (see the class comment). Nested
+   * batches join the outer one. A push never waits for the end: it answers at once from the rule.
+   */
+  batch(fn: () => void): void {
+    this.depth++;
+    try {
+      fn();
+    } finally {
+      if (--this.depth === 0) this.flush();
+    }
+  }
 
   get size(): number {
     return this.sockets.size;
@@ -98,25 +140,59 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
   /** The live socket of `ref`, checking that the id still names the same device's connection. */
   find(ref: SessionRef): SocketLike | undefined {
     const ws = this.sockets.get(ref.connId);
-    if (ws === undefined) return undefined;
-    const s = ws.getUserData();
-    if (s.ending || s.session === null || s.session.user !== ref.user || s.session.device !== ref.device) return undefined;
-    return ws;
+    return ws !== undefined && isSessionOf(ws.getUserData(), ref) ? ws : undefined;
   }
 
   push(ref: SessionRef, frame: ServerFrame): PushResult {
-    const ws = this.find(ref);
+    const ws = this.sockets.get(ref.connId);
     if (ws === undefined) return 'closed';
-    if (isAnswer(frame)) {
-      const s = ws.getUserData();
-      if (s.inflight > 0) s.inflight--;
+    const s = ws.getUserData();
+    if (!isSessionOf(s, ref)) return 'closed';
+    if (s.inflight > 0 && isAnswer(frame)) s.inflight--;
+    // Outside a batch no socket has an outbox (the outermost batch wrote them all).
+    if (this.depth === 0) return write(ws, frame, this.maxBackpressureBytes);
+    // Kept until the batch ends: a copy (see `encode`), except a msg frame's cached bytes.
+    const bytes = frame.t === 'msg' ? encode(frame) : new Uint8Array(encodeServerFrame(frame));
+    let out = s.out;
+    if (out === null) {
+      out = s.out = { frames: [], types: [], bytes: ws.getBufferedAmount() };
+      this.pending.push(ws);
+      this.pendingStates.push(s);
     }
-    return sendFrame(ws, frame, this.maxBackpressureBytes);
+    out.frames.push(bytes);
+    out.types.push(frame.t);
+    out.bytes += bytes.byteLength;
+    if (out.bytes > this.maxBackpressureBytes) {
+      // Over the limit already: what is queued would only add to it. The device resyncs.
+      s.out = null;
+      endSocket(ws, CLOSE.slowConsumer, CLOSE_REASONS[CLOSE.slowConsumer]);
+      return 'overflow';
+    }
+    return 'sent';
   }
 
   close(ref: SessionRef, code: number, reason: string): void {
     const ws = this.find(ref);
     if (ws !== undefined) endSocket(ws, code, reason);
+  }
+
+  /** Writes every outbox (end of the outermost batch). */
+  private flush(): void {
+    const sockets = this.pending;
+    const states = this.pendingStates;
+    if (sockets.length === 0) return;
+    this.pending = [];
+    this.pendingStates = [];
+    let failed: unknown = null;
+    for (let i = 0; i < sockets.length; i++) {
+      // One socket's failure (a bug) must not leave the others' frames unwritten.
+      try {
+        writeOutbox(sockets[i]!, states[i]!, this.maxBackpressureBytes);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+    if (failed !== null) throw failed;
   }
 
   /**
@@ -174,9 +250,79 @@ export class ConnectionTable implements ConnectionSink<ServerFrame> {
   }
 }
 
+/**
+ * Encoded `msg` frames by frame object (see the class comment). Keyed weakly: an entry lives as long
+ * as the frame, which a device's pending deliveries hold until it is acknowledged.
+ *
+ * Bytes that are kept (cached here, or queued until a batch ends) are a copy: msgpackr returns a
+ * view into a buffer it reuses, and in a running node such views were seen overwritten later (the
+ * single-node chaos runs' clients got undecodable frames, 31-1372 per scenario, when the views
+ * were cached or queued; none with copies). Commit 12bc61e cached views; that was its fault.
+ */
+const encodedMsgs = new WeakMap<ServerFrame, Uint8Array>();
+function encode(frame: ServerFrame): Uint8Array {
+  if (frame.t !== 'msg') return encodeServerFrame(frame);
+  let bytes = encodedMsgs.get(frame);
+  if (bytes === undefined) encodedMsgs.set(frame, (bytes = new Uint8Array(encodeServerFrame(frame))));
+  return bytes;
+}
+
+/**
+ * Writes a socket's outbox in one cork and applies the backpressure rule to the result. Called at
+ * the end of a batch, and before anything is written to the socket directly or it is closed.
+ */
+function writeOutbox(ws: SocketLike, s: ConnState, maxBackpressureBytes: number): void {
+  const out = s.out;
+  if (out === null || s.ending) return;
+  s.out = null;
+  let dropped = false;
+  let written = 0;
+  const frames = out.frames;
+  ws.cork(() => {
+    for (; written < frames.length && !s.ending; written++) {
+      if (ws.send(frames[written]!, true, false) === SEND_DROPPED) {
+        dropped = true;
+        break;
+      }
+    }
+  });
+  countFrames(out.types, written);
+  if (s.ending) return;
+  const buffered = dropped ? 0 : ws.getBufferedAmount();
+  if (buffered > 0) gatewayMetrics.backpressureBytes.observe(buffered);
+  if (dropped || buffered > maxBackpressureBytes) endSocket(ws, CLOSE.slowConsumer, CLOSE_REASONS[CLOSE.slowConsumer]);
+}
+
+/** framesOut for the first `n` of `types`, one counter update per run of one type. */
+function countFrames(types: ServerFrame['t'][], n: number): void {
+  let i = 0;
+  while (i < n) {
+    const t = types[i]!;
+    let j = i + 1;
+    while (j < n && types[j] === t) j++;
+    gatewayMetrics.framesOut.inc({ type: t }, j - i);
+    i = j;
+  }
+}
+
+/** The state is `ref`'s open session (the connection id may have been reused by then). */
+function isSessionOf(s: ConnState, ref: SessionRef): boolean {
+  return !s.ending && s.session !== null && s.session.user === ref.user && s.session.device === ref.device;
+}
+
 /** Writes one frame; see the class comment for the backpressure rule. */
 export function sendFrame(ws: SocketLike, frame: ServerFrame, maxBackpressureBytes: number): PushResult {
-  const r = ws.send(encodeServerFrame(frame), true, false);
+  // Something queued for this socket by a running batch goes first.
+  const s = ws.getUserData();
+  if (s.out !== null) {
+    writeOutbox(ws, s, maxBackpressureBytes);
+    if (s.ending) return 'overflow';
+  }
+  return write(ws, frame, maxBackpressureBytes);
+}
+
+function write(ws: SocketLike, frame: ServerFrame, maxBackpressureBytes: number): PushResult {
+  const r = ws.send(encode(frame), true, false);
   if (r === SEND_WRITTEN) {
     gatewayMetrics.framesOut.inc({ type: frame.t });
     return 'sent';
@@ -197,7 +343,9 @@ export function sendFrame(ws: SocketLike, frame: ServerFrame, maxBackpressureByt
 
 /** Sends an error frame, then closes with `code`, in one cork (one syscall). */
 export function refuse(ws: SocketLike, code: CloseCode, error: ErrorCode, msg: string, id?: number): void {
-  if (ws.getUserData().ending) return;
+  const s = ws.getUserData();
+  if (s.out !== null) writeOutbox(ws, s, Number.POSITIVE_INFINITY);
+  if (s.ending) return;
   ws.cork(() => {
     ws.send(encodeServerFrame(errorFrame(error, msg, id)), true, false);
     gatewayMetrics.framesOut.inc({ type: 'error' });
@@ -209,6 +357,13 @@ export function refuse(ws: SocketLike, code: CloseCode, error: ErrorCode, msg: s
 export function endSocket(ws: SocketLike, code: number, reason: string): void {
   const s = ws.getUserData();
   if (s.ending) return;
+  // Frames queued before the close go out before it, as they would have without the batch; not
+  // to a slow consumer (over its limit already).
+  if (s.out !== null) {
+    if (code === CLOSE.slowConsumer) s.out = null;
+    else writeOutbox(ws, s, Number.POSITIVE_INFINITY);
+    if (s.ending) return;
+  }
   s.ending = true;
   ws.end(code, shortReason(reason));
 }

@@ -18,7 +18,8 @@ export type ConnectionResult =
   | 'over_capacity'
   | 'not_accepting'
   | 'aborted'
-  | 'verify_error';
+  | 'verify_error'
+  | 'device_removed';
 
 export const gatewayMetrics = {
   connections: new Gauge({

@@ -97,7 +97,12 @@ export function bearerToken(req: HttpRequest): string | undefined {
 export async function authenticate(verify: TokenVerifier, token: string | undefined): Promise<{ user: string; device: string }> {
   const outcome = await verify(token);
   if (outcome.ok) return { user: outcome.user, device: outcome.device };
-  const why = outcome.reason === 'missing' ? 'missing bearer token (Authorization: Bearer <jwt>)' : `${outcome.reason} token`;
+  const why =
+    outcome.reason === 'missing'
+      ? 'missing bearer token (Authorization: Bearer <jwt>)'
+      : outcome.reason === 'removed'
+        ? 'device removed; a token issued after the removal registers it again'
+        : `${outcome.reason} token`;
   throw new HttpError(401, `auth.${outcome.reason}`, why, { 'WWW-Authenticate': 'Bearer' });
 }
 

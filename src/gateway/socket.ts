@@ -76,6 +76,8 @@ function refusalOf(outcome: Exclude<VerifyOutcome, { ok: true }>): Refusal {
       return { close: CLOSE.missingToken, code: 'unauthorized', msg: 'missing token', result: 'missing_token' };
     case 'invalid':
       return { close: CLOSE.badToken, code: 'unauthorized', msg: 'invalid token', result: 'auth_failed' };
+    case 'removed':
+      return { close: CLOSE.deviceRemoved, code: 'unauthorized', msg: 'device removed; a token issued after the removal registers it again', result: 'device_removed' };
   }
 }
 
@@ -163,6 +165,7 @@ export function socketBehavior(d: SocketDeps): SocketBehavior {
         lastSeenMs: startedMs,
         pinged: false,
         inflight: 0,
+        out: null,
       };
       if (!hs.ok) counted(hs.close === CLOSE.unsupportedVersion ? 'bad_version' : hs.close === CLOSE.missingToken ? 'missing_token' : 'auth_failed', startedMs);
       res.upgrade(state, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);

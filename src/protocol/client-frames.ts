@@ -334,6 +334,11 @@ export interface SyncBatchFrame {
   /** True when messages after the cursor were deleted by retention; they start at `retainedFrom`. */
   expired?: boolean;
   retainedFrom?: number;
+  /**
+   * The user's join floor in this group, when the device's cursor was below it: seqs before `from`
+   * are not the user's to see (not a gap); the batch starts at `from` (section 3.7).
+   */
+  from?: number;
 }
 
 /** End of one sync round. When `more` is false the device holds everything up to `heads`. */
@@ -360,6 +365,14 @@ export interface SyncedFrame {
   unread?: Record<string, number>;
   /** Sum of `unread` (the app badge). */
   unreadTotal?: number;
+  /** Groups of the round whose join floor is above 1: conv -> floor (section 3.7). */
+  from?: Record<string, number>;
+  /**
+   * Conversations the user was removed from or left, that this device's cursor had not passed yet:
+   * conv -> seq of that remove/leave event (also its `heads` entry). Once the device's cursor is at
+   * or past it, the conversation no longer appears in sync (section 3.7).
+   */
+  left?: Record<string, number>;
 }
 
 /**
@@ -390,6 +403,8 @@ export interface HistoryPageFrame {
   next: number | null;
   /** True when older messages existed but were deleted by retention. */
   expired: boolean;
+  /** The page stopped at the user's join floor in this group: nothing below `from` (section 3.7). */
+  from?: number;
 }
 
 export interface PongFrame {
@@ -666,6 +681,7 @@ export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<
     head: num,
     expired: optional(z.boolean()),
     retainedFrom: optional(num),
+    from: optional(num),
   }),
   synced: z.object({
     t: z.literal('synced'),
@@ -676,6 +692,8 @@ export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<
     peers: optional(z.record(str, z.object({ user: str, delivered: num, read: num }))),
     unread: optional(z.record(str, num)),
     unreadTotal: optional(num),
+    from: optional(z.record(str, num)),
+    left: optional(z.record(str, num)),
   }),
   'keys.low': z.object({ t: z.literal('keys.low'), remaining: num, threshold: num }),
   'history.page': z.object({
@@ -685,6 +703,7 @@ export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<
     msgs: z.array(messageEntry),
     next: num.nullable(),
     expired: z.boolean(),
+    from: optional(num),
   }),
   pong: z.object({ t: z.literal('pong'), id: num }),
   'presence.state': z.object({

@@ -74,8 +74,8 @@ const unpackr = new Unpackr({
 
 /**
  * Encodes a server frame. No validation: the server builds its frames from checked data. The result
- * is a view into a buffer msgpackr shares between calls, but msgpackr never writes over bytes it has
- * returned, so the frame may be queued or sent to many sockets.
+ * is a view into a buffer msgpackr shares between calls: write it at once, or copy it to keep it
+ * (kept views were seen overwritten in a running node; src/gateway/connections.ts copies).
  */
 export function encodeServerFrame(frame: ServerFrame): Uint8Array {
   return packr.pack(frame);

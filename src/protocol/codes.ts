@@ -43,6 +43,11 @@ export const CLOSE = {
   frameTooLarge: 4505,
   /** No token in the Authorization header or the `token` query parameter. */
   missingToken: 4506,
+  /**
+   * The device was removed (`DELETE /devices/:device`): its live session is closed, and a token
+   * issued before the removal is refused at connect. A token issued after it registers the device again.
+   */
+  deviceRemoved: 4507,
 } as const;
 
 export type CloseName = keyof typeof CLOSE;
@@ -66,6 +71,7 @@ export const CLOSE_REASONS: { readonly [C in CloseCode]: string } = {
   4504: 'unsupported protocol version',
   4505: 'frame too large',
   4506: 'missing token',
+  4507: 'device removed',
 };
 
 /** True when a client should reconnect (with backoff and jitter) after the server closed with `code`. */
@@ -117,7 +123,7 @@ export const ERROR_CODES = {
   too_many_watches: { retry: false, description: 'A presence.sub would watch more than cluster.presenceCap users and conversations on this connection; nothing changed.' },
   shutting_down: { retry: true, description: 'The node is draining and refuses new work; it closes with 4000. Retry after reconnecting.' },
   unsupported_version: { retry: false, description: 'The requested protocol version is not supported; sent before close 4504.' },
-  unauthorized: { retry: false, description: 'The token is missing, invalid or expired; sent before close 4500, 4501 or 4506.' },
+  unauthorized: { retry: false, description: 'The token is missing, invalid or expired, or its device was removed after it was issued; sent before close 4500, 4501, 4506 or 4507.' },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

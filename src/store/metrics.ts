@@ -12,6 +12,8 @@ export type StoreOp =
   | 'get_member'
   | 'list_members'
   | 'list_user_conversations'
+  | 'list_departures'
+  | 'list_departures'
   | 'open_writer'
   | 'append'
   | 'read_forward'

@@ -4,6 +4,7 @@ import type {
   ConversationKind,
   CursorEntry,
   CursorUpdate,
+  Departure,
   Device,
   Member,
   MessageDraft,
@@ -55,12 +56,20 @@ export interface Store {
   updateConversationMeta(id: string, meta: Record<string, string>): Promise<void>;
 
   /**
-   * Adds a member or changes its role (upsert). Also adds the conversation to the user's list.
+   * Adds a member or changes its role (upsert). Also adds the conversation to the user's list and
+   * clears a departure of the user from it (a re-add), in the same atomic write. `fromSeq` is the
+   * seq of the event that added the member (its join floor; 0 or absent: none).
    * `store.not_found` when the conversation does not exist.
    */
-  putMember(conversationId: string, userId: string, role: Role, joinedAtMs: number): Promise<void>;
-  /** Removes a member and the conversation from the user's list. A no-op when not a member. */
-  removeMember(conversationId: string, userId: string): Promise<void>;
+  putMember(conversationId: string, userId: string, role: Role, joinedAtMs: number, fromSeq?: number): Promise<void>;
+  /**
+   * Removes a member and the conversation from the user's list. With `departure`, records it in the
+   * user's departures (listDepartures) in the same atomic write; without, departures are left
+   * untouched. A no-op for the member rows when not a member.
+   */
+  removeMember(conversationId: string, userId: string, departure?: { fromSeq: number; leftSeq: number }): Promise<void>;
+  /** The conversations the user left or was removed from (by an event) and was not added to since. */
+  listDepartures(userId: string): Promise<Departure[]>;
   getMember(conversationId: string, userId: string): Promise<Member | null>;
   /** Members ordered by user id, `limit` at a time, starting after `afterUserId`. */
   listMembers(conversationId: string, opts?: { afterUserId?: string; limit?: number }): Promise<Member[]>;

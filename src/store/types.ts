@@ -25,6 +25,12 @@ export interface Member {
   userId: string;
   role: Role;
   joinedAtMs: number;
+  /**
+   * Seq of the log event that (last) added the member: its join floor (groups show it nothing
+   * below). 0 when unknown: rows written before schema version 3 (scylla) or by callers that pass
+   * none (direct conversations, channel subscribers).
+   */
+  fromSeq: number;
 }
 
 /** One row of a user's conversation list, joined with the conversation's head. */
@@ -33,8 +39,31 @@ export interface UserConversation {
   kind: ConversationKind;
   role: Role;
   joinedAtMs: number;
+  /** The member's join floor (Member.fromSeq); absent reads as 0. */
+  fromSeq?: number;
   /** Highest committed seq of the conversation (0 when empty). */
   head: number;
+}
+
+/**
+ * The lowest seq a member may see: its join floor in a group; 0 (the whole log) in direct
+ * conversations and channels (a channel's history is public to whoever joins it).
+ */
+export function joinFloor(kind: ConversationKind, fromSeq: number | undefined): number {
+  return kind === 'group' ? (fromSeq ?? 0) : 0;
+}
+
+/**
+ * A conversation the user was removed from or left by a log event: kept in the user's list of
+ * departures until the user is added again, so its devices can learn the removal through sync.
+ */
+export interface Departure {
+  conversationId: string;
+  kind: ConversationKind;
+  /** The floor of the membership that ended (Member.fromSeq). */
+  fromSeq: number;
+  /** Seq of the remove/leave event that ended it. */
+  leftSeq: number;
 }
 
 /** What a writer hands to `append`: everything but the seq. */

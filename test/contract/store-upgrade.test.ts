@@ -4,6 +4,8 @@
  *
  * Version 2 added `messages.media` (list<text>): rows from version 1 have no such cell and read back
  * without media; new appends store media ids in the same table.
+ * Version 3 added the join floor (`members.from_seq`, `user_conversations.from_seq`; older rows read
+ * back as 0, no floor) and the `departures` table.
  */
 import { randomUUID } from 'node:crypto';
 import cassandra from 'cassandra-driver';
@@ -83,4 +85,56 @@ t.test('scylla: a version-1 keyspace with messages is upgraded to messages.media
   await again.open();
   await again.close();
   t.equal((await columns()).filter((c) => c === 'media').length, 1);
+});
+
+t.test('scylla: a version-2 keyspace with members is upgraded to join floors and departures', async (t) => {
+  const cassandraEnv = requireCassandra();
+  const opts: ScyllaStoreOptions = {
+    contactPoints: cassandraEnv.contactPoints,
+    localDataCenter: cassandraEnv.localDataCenter,
+    keyspace: uniqueKeyspace(`upf${randomUUID().slice(0, 6)}`),
+    replication: { class: 'SimpleStrategy', replication_factor: '1' },
+    readConsistency: 'localQuorum',
+    writeConsistency: 'localQuorum',
+    serialConsistency: 'localSerial',
+    requestTimeoutMs: 20_000,
+    connectTimeoutMs: 10_000,
+    bucketSize: BUCKET,
+    idempotencyTtlMs: 3_600_000,
+  };
+  const ks = opts.keyspace;
+  const client = new cassandra.Client({ contactPoints: opts.contactPoints, localDataCenter: opts.localDataCenter, protocolOptions: { maxSchemaAgreementWaitSeconds: 30 } });
+  await client.connect();
+  t.teardown(() => client.shutdown());
+
+  // Version 3 added members.from_seq, user_conversations.from_seq and the departures table.
+  await migrate(new Session(client, statements(ks), opts), MIGRATIONS.filter((m) => m.version <= 2));
+  const columns = async (table: string): Promise<string[]> =>
+    (await client.execute('SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ?', [ks, table], { prepare: true })).rows.map((r) =>
+      String(r.get('column_name')),
+    );
+  t.notOk((await columns('members')).includes('from_seq'), 'version 2 has no members.from_seq');
+  t.same(await columns('departures'), [], 'nor a departures table');
+  const conv = `g-floor-${randomUUID().slice(0, 8)}`;
+  const q = { prepare: true };
+  await client.execute(`INSERT INTO ${ks}.conversations (id, kind, created_by, created_at, meta, epoch, members_ready) VALUES (?, 'group', 'alice', ?, {}, 0, true)`, [conv, new Date()], q);
+  for (const [user, role] of [['alice', 'owner'], ['bob', 'member']]) {
+    await client.execute(`INSERT INTO ${ks}.members (conv, user_id, role, joined_at) VALUES (?, ?, ?, ?)`, [conv, user, role, new Date()], q);
+    await client.execute(`INSERT INTO ${ks}.user_conversations (user_id, conv, kind, role, joined_at) VALUES (?, ?, 'group', ?, ?)`, [user, conv, role, new Date()], q);
+  }
+
+  const store = new ScyllaStore(opts);
+  await store.open();
+  t.teardown(() => store.close());
+  t.ok((await columns('members')).includes('from_seq'), 'open() added members.from_seq');
+  t.ok((await columns('user_conversations')).includes('from_seq'), 'and user_conversations.from_seq');
+  t.ok((await columns('departures')).includes('left_seq'), 'and created departures');
+  t.equal((await store.getMember(conv, 'bob'))?.fromSeq, 0, 'an old row reads back without a floor');
+  t.match(await store.listUserConversations('bob'), [{ conversationId: conv, fromSeq: 0 }]);
+  await store.putMember(conv, 'carol', 'member', Date.now(), 4);
+  t.equal((await store.getMember(conv, 'carol'))?.fromSeq, 4, 'new rows carry their floor');
+  await store.removeMember(conv, 'bob', { fromSeq: 0, leftSeq: 5 });
+  t.same(await store.listDepartures('bob'), [{ conversationId: conv, kind: 'group', fromSeq: 0, leftSeq: 5 }]);
+  const versions = (await client.execute(`SELECT version FROM ${ks}.schema_migrations`)).rows.map((r) => Number(r.get('version'))).sort();
+  t.same(versions, MIGRATIONS.map((m) => m.version).sort(), 'every migration is recorded');
 });

@@ -126,6 +126,26 @@ function contract(factory: StoreFactory) {
       t.pass('removing a non-member is a no-op');
     });
 
+    t.test('join floors and departures: recorded with the removal, cleared by the re-add', async (t) => {
+      const id = await newConversation(store, 'floors');
+      const user = `u-${randomUUID().slice(0, 8)}`;
+      t.equal((await store.getMember(id, 'bob'))?.fromSeq, 0, 'no floor when none was given');
+      await store.putMember(id, user, 'member', 5, 7);
+      t.equal((await store.getMember(id, user))?.fromSeq, 7);
+      t.equal((await store.listMembers(id)).find((m) => m.userId === user)?.fromSeq, 7);
+      t.match(await store.listUserConversations(user), [{ conversationId: id, fromSeq: 7 }]);
+      t.same(await store.listDepartures(user), []);
+      await store.removeMember(id, user, { fromSeq: 7, leftSeq: 12 });
+      t.equal(await store.getMember(id, user), null);
+      t.same(await store.listUserConversations(user), []);
+      t.same(await store.listDepartures(user), [{ conversationId: id, kind: 'group', fromSeq: 7, leftSeq: 12 }], 'the departure is kept');
+      await store.removeMember(id, user);
+      t.equal((await store.listDepartures(user)).length, 1, 'a removal without departure leaves it alone');
+      await store.putMember(id, user, 'member', 6, 15);
+      t.same(await store.listDepartures(user), [], 'added again: the departure is gone');
+      t.match(await store.listUserConversations(user), [{ conversationId: id, fromSeq: 15 }], 'with the new floor');
+    });
+
     t.test('append assigns dense seqs and reads back byte-exact', async (t) => {
       const id = await newConversation(store, 'append');
       const w = await store.openWriter(id, 1);

@@ -63,6 +63,9 @@ class Sockets implements ChannelTopics {
   readonly topics = new Map<string, Set<number>>();
   readonly got = new Map<number, MsgFrame[]>();
   topicPublishes = 0;
+  /** Topic publishes per event-loop turn in which there was any (uWS writes one turn's publishes to a socket as one write). */
+  readonly perTurn: number[] = [];
+  private inTurn = false;
   subscribe(s: SessionRef, topic: string): boolean {
     if (this.open.get(s.connId)?.device !== s.device) return false;
     let subs = this.topics.get(topic);
@@ -75,6 +78,12 @@ class Sockets implements ChannelTopics {
   }
   publish(topic: string, bytes: Uint8Array, except?: SessionRef): void {
     this.topicPublishes++;
+    if (!this.inTurn) {
+      this.inTurn = true;
+      this.perTurn.push(0);
+      setImmediate(() => (this.inTurn = false));
+    }
+    this.perTurn[this.perTurn.length - 1]!++;
     const r = decodeServerFrame(bytes);
     if (!r.ok || r.frame.t !== 'msg') throw new Error('a topic publish that is not a msg frame');
     for (const id of this.topics.get(topic) ?? []) {
@@ -98,7 +107,7 @@ interface Thread {
   sockets: Sockets;
 }
 
-async function world(t: Test, nodes: string[]) {
+async function world(t: Test, nodes: string[], publishWindowMs = 0) {
   const dir = mkdtempSync(join(tmpdir(), 'ticks-channels-'));
   const store = new EmbeddedStore({ path: join(dir, 'db'), bucketSize: 4, idempotencyTtlMs: 3_600_000 });
   await store.open();
@@ -113,7 +122,7 @@ async function world(t: Test, nodes: string[]) {
     buses.set(node, bus);
     for (let shard = 0; shard < SHARDS; shard++) {
       const sockets = new Sockets();
-      const channels = new ClusterChannels({ nodeId: node, shard, bus, interest, sessions, store, topics: sockets, heartbeatMs: 1000, ttlMs: TTL_MS, log: silentLog });
+      const channels = new ClusterChannels({ nodeId: node, shard, bus, interest, sessions, store, topics: sockets, heartbeatMs: 1000, ttlMs: TTL_MS, publishWindowMs, log: silentLog });
       threads.push({ node, shard, channels, sockets });
     }
   }
@@ -338,6 +347,29 @@ t.test('the last subscriber socket of a thread to close takes the thread out of 
   await settle();
   t.equal(w.publishesTo('nb'), 0, 'nothing is published to a node whose subscribers all left');
   t.equal(w.thread('nb', 1).channels.stats().sockets, 0, 'no socket state is left on the thread');
+});
+
+t.test('with a publish window, post batches that arrive within it reach each topic in one turn, in order, once', async (t) => {
+  const WINDOW_MS = 300;
+  const w = await world(t, ['na', 'nb'], WINDOW_MS);
+  const conv = 'c:window';
+  await channel(w.store, conv, 'owner', ['s1', 's2']);
+  const local = await w.connect('s1', 'phone', 'na', 0);
+  const remote = await w.connect('s2', 'phone', 'nb', 1);
+  const first = post('owner', 2);
+  const second = post('owner', 1);
+  // Two commit batches of the channel's actor (on na.0), in separate turns.
+  w.thread('na', 0).channels.publish(conv, first);
+  await new Promise<void>((res) => setImmediate(res));
+  w.thread('na', 0).channels.publish(conv, second);
+  t.equal(w.thread('na', 0).sockets.topicPublishes, 0, 'nothing is published to the topic before the window ends');
+  const all = [...first, ...second].map((m) => m.seq);
+  await until(() => w.got(local).length === 3 && w.got(remote).length === 3, 'both subscribers to get the 3 posts', 5000);
+  await settle();
+  for (const r of [local, remote]) {
+    t.same(w.got(r).map((f) => f.seq), all, `${r.node}.${r.shard} got each post exactly once, in order`);
+    t.same(w.thread(r.node, r.shard).sockets.perTurn, [3], `${r.node}.${r.shard} published the 3 posts in one turn`);
+  }
 });
 
 t.test('nodeOfEndpoint takes the shard after the last dot', async (t) => {

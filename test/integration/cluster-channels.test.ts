@@ -58,6 +58,10 @@ class Sock {
         if (!r.ok) return;
         const f = r.frame;
         if (f.t === 'msg' && f.conv === this.watch.conv && f.sys === undefined) this.posts.push(f.seq);
+        // The owner and the late reader dack what their user actor delivers (membership events, own
+        // posts), as the SDK does: undacked deliveries are retried and, once the retries run out
+        // (62 s by default: reachable on a loaded box during the set-up), the device is disconnected.
+        if (this.keep && f.t === 'msg') ws.send(encodeClientFrame({ t: 'dack', conv: f.conv, seq: f.seq }));
         if (f.t === 'hello') resolve();
         if (this.keep || f.t === 'error') this.frames.push(f);
       });

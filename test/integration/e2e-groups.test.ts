@@ -1,7 +1,8 @@
 /**
  * Groups end to end through the SDK on a real node (embedded store and Cassandra): creation (retried
  * with the same cmid: the same group), membership events delivered like messages in one order on
- * every device, a member added later, a member removed (it learns it and is refused), the
+ * every device, a member added later (from its join floor), a member removed (it learns it and is
+ * refused; offline, it learns it through sync, then the group drops out of its syncs), the
  * "delivered to all" and "read by all" receipts from the SDK's own dacks and reads, the per-member
  * receipts state, members pages, and a channel post reaching a subscriber.
  */
@@ -43,8 +44,9 @@ for (const engine of e2eEngines('e2e_groups')) {
     t.same(reference.map((e) => e.seq), [1, 4]);
     t.same(reference[1]!.sys, { op: 'add', by: alice, users: [carol], role: 'member' });
     for (const c of [aPhone, bPhone]) t.same(sysOf(c, conv).map((m) => ({ seq: m.seq, sys: m.sys })), reference, `${c.label} agrees on the membership events`);
-    t.ok(cPhone.sdk.cursor(conv) === 5, 'carol holds the conversation from seq 1 (synced the history before her)');
+    t.ok(cPhone.sdk.cursor(conv) === 5, 'carol holds the conversation up to seq 5');
     const cSeqs = cPhone.messages(conv).map((m) => m.seq);
+    t.equal(cSeqs[0], 4, 'from her add event (her join floor): nothing before it reached her');
     t.ok(cSeqs.every((s, i) => i === 0 || s > cSeqs[i - 1]!), `carol in order: ${compact(cSeqs)}`);
 
     // Receipts: the SDKs dack what they hold; reads go out through markRead.
@@ -73,6 +75,57 @@ for (const engine of e2eEngines('e2e_groups')) {
     await aPhone.send({ conv }, 'after bob');
     await waitUntil(() => cPhone.sdk.cursor(conv) === removed.seq + 1, 'carol gets the next message', describe);
     t.notOk(bPhone.messages(conv).some((m) => m.seq === removed.seq + 1), 'bob does not');
+  });
+
+  t.test(`${engine.name}: a member removed while offline learns it through sync, then the group drops out; re-added, it resumes at the new add`, async (t) => {
+    const n = await startE2eNode(t, engine);
+    const [alice, bob] = [n.user('alice'), n.user('bob')];
+    const aPhone = n.client(alice, 'phone');
+    let bPhone = n.client(bob, 'phone');
+    const describe = (): string => describeAll([aPhone, bPhone])();
+    await Promise.all([aPhone.connect(), bPhone.connect()]);
+    const { conv } = await aPhone.sdk.createGroup({ name: 'Club', members: [bob], cmid: 'club' });
+    await aPhone.send({ conv }, 'one');
+    await waitUntil(() => bPhone.sdk.cursor(conv) === 2, 'bob holds seq 2', describe);
+    // Bob's app goes away, keeping its cursors (ClientOptions.cursors).
+    const kept = bPhone.sdk.cursors();
+    bPhone.close();
+    await aPhone.send({ conv }, 'two (bob away)');
+    const removed = await aPhone.sdk.removeMember(conv, bob);
+    t.equal(removed.seq, 4);
+    await aPhone.send({ conv }, 'three (bob out)');
+
+    bPhone = n.client(bob, 'phone', { cursors: kept });
+    const mark = bPhone.mark();
+    await bPhone.connect();
+    await bPhone.waitSynced(mark);
+    t.same(bPhone.messages(conv).map((m) => m.seq), [3, 4], 'the entries up to its removal, nothing after');
+    t.same(bPhone.messages(conv).at(-1)!.sys, { op: 'remove', by: alice, users: [bob] }, 'the last is its remove event');
+    const synced = bPhone.synced(mark).at(-1)!;
+    t.same(synced.left, { [conv]: 4 }, 'synced tells the departure');
+    t.equal(bPhone.sdk.cursor(conv), 4);
+
+    // Caught up to its removal: the next catch-up no longer lists the group.
+    const later = n.client(bob, 'phone', { cursors: bPhone.sdk.cursors() });
+    bPhone.close();
+    bPhone = later;
+    const mark2 = bPhone.mark();
+    await bPhone.connect();
+    await bPhone.waitSynced(mark2);
+    const again = bPhone.synced(mark2).at(-1)!;
+    t.notOk(conv in again.heads, 'absent from heads');
+    t.same(again.left, {});
+
+    // Added again: the add event arrives live above the device's cursor (4); the SDK's gap repair
+    // learns from history that the group starts for bob at the add (its new floor), no gap error.
+    const readded = await aPhone.sdk.addMembers(conv, [bob]);
+    t.equal(readded.seq, 6);
+    await aPhone.send({ conv }, 'welcome back');
+    await waitUntil(() => bPhone.sdk.cursor(conv) === 7, 'bob holds the group again up to seq 7', describe);
+    t.same(bPhone.messages(conv).map((m) => m.seq), [6, 7], 'from the re-add, never seq 5');
+    const page = await bPhone.sdk.history(conv);
+    t.same(page.messages.map((m) => m.seq), [7, 6], 'history stops at the re-add');
+    t.same([page.next, page.from], [null, 6], 'and says so');
   });
 
   t.test(`${engine.name}: a channel through the SDK: a subscriber joins and gets the posts; subscribers cannot post`, async (t) => {

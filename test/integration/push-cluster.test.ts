@@ -3,10 +3,12 @@
  * session registry, BullMQ jobs) and one Cassandra keyspace, the webhook provider pointed at a local
  * HTTP endpoint, tokens registered over `PUT /push-token`.
  *
- * A user actor only knows the devices attached on its own node, so the conversation owner's node
- * asks for a push for a user whose device is on the other node; the push job checks the session
- * registry and sends nothing for a user online anywhere. An offline user gets exactly one push, with
- * the token registered over HTTP; after `DELETE /push-token` the user has no device to push to.
+ * A user actor only knows the devices attached on its own node; the conversation owner's fan-out
+ * looks the receivers up in the session registry anyway (to reach their other nodes), and enqueues
+ * no push job for a user with a live device on the other node. An offline user gets exactly one
+ * push, with the token registered over HTTP; the user that was online gets one (to its offline
+ * device's token) once its last session closed; after `DELETE /push-token` the user has no device
+ * to push to.
  */
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +16,7 @@ import { Redis } from 'ioredis';
 import t from 'tap';
 import { mintHs256Token } from '../../src/auth/mint.js';
 import { RedisDirectory } from '../../src/cluster/directory/redis-directory.js';
+import { RedisSessions } from '../../src/cluster/sessions/redis-sessions.js';
 import { configSchema } from '../../src/config/schema.js';
 import { directConversationId } from '../../src/protocol/ids.js';
 import { CLUSTER_SECRET, clusterSpec, startClusterNode, type ClusterNode, type ClusterSpec } from '../support/cluster-nodes.js';
@@ -35,18 +38,32 @@ async function ownerOf(s: ClusterSpec, conv: string): Promise<string | null> {
   }
 }
 
-/** Sum of `ticks_push_jobs_total{result=<result>}` over both nodes (a job runs on either). */
-async function pushJobs(nodes: ClusterNode[], result: string): Promise<number> {
+/** The live devices of `user` in the cluster's session registry. */
+async function liveDevices(s: ClusterSpec, user: string): Promise<string[]> {
+  const redis = new Redis(requireRedisUrl(), { keyPrefix: s.keyPrefix, lazyConnect: true });
+  try {
+    await redis.connect();
+    return (await new RedisSessions({ redis }).list(user)).map((e) => e.device);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Sum of `<metric>{result=<result>}` over both nodes (a job runs on either). */
+async function sumOf(nodes: ClusterNode[], metric: string, result: string): Promise<number> {
   let n = 0;
   for (const node of nodes) {
     const text = await node.metrics();
     for (const line of text.split('\n')) {
-      const m = /^ticks_push_jobs_total\{([^}]*)\} (\d+(?:\.\d+)?)$/.exec(line);
-      if (m && m[1]!.includes(`result="${result}"`)) n += Number(m[2]);
+      const m = /^(\w+)\{([^}]*)\} (\d+(?:\.\d+)?)$/.exec(line);
+      if (m && m[1] === metric && m[2]!.includes(`result="${result}"`)) n += Number(m[3]);
     }
   }
   return n;
 }
+
+const pushJobs = (nodes: ClusterNode[], result: string): Promise<number> => sumOf(nodes, 'ticks_push_jobs_total', result);
+const wakeChecks = (nodes: ClusterNode[], result: string): Promise<number> => sumOf(nodes, 'ticks_push_wake_checks_total', result);
 
 async function pushToken(node: ClusterNode, method: 'PUT' | 'DELETE', token: Promise<string> | null, body?: string): Promise<Response> {
   const auth = token === null ? null : await token;
@@ -87,8 +104,9 @@ t.test('a user online on another node gets no push; an offline user gets one', a
   t.equal((await pushToken(a, 'PUT', jwt('carol', 'phone'), '{"provider":"webhook","token":""}')).status, 400, 'empty token: 400');
   t.equal((await pushToken(a, 'PUT', jwt('carol', 'phone'), '{"provider":"webhook","token":"carol-phone-token"}')).status, 204, 'carol registers');
   t.equal((await pushToken(b, 'PUT', jwt('dave', 'phone'), '{"provider":"webhook","token":"dave-phone-token"}')).status, 204, 'dave registers (on the other node)');
+  t.equal((await pushToken(a, 'PUT', jwt('carol', 'tablet'), '{"provider":"webhook","token":"carol-tablet-token"}')).status, 204, 'carol registers her tablet too');
 
-  // carol is online on node B only; dave is offline; alice sends from node A.
+  // carol's phone is online on node B only (her tablet is offline); dave is offline; alice sends from node A.
   const carol = b.client('carol', 'phone');
   await carol.connect();
   const alice = a.client('alice', 'phone');
@@ -97,11 +115,30 @@ t.test('a user online on another node gets no push; an offline user gets one', a
   t.equal(toCarol.conv, directConversationId('alice', 'carol'));
   t.equal(await ownerOf(spec, toCarol.conv), 'A', 'the conversation is owned by node A, where carol has no device');
   await waitUntil(() => carol.messages(toCarol.conv).length === 1, 'carol (node B) to get the message live');
+  await waitUntil(async () => (await wakeChecks(nodes, 'online')) >= 1, "node A's fan-out to find carol online on node B");
   await alice.send({ to: 'dave' }, 'hi dave');
 
   await waitUntil(() => posts.some((p) => p.user === 'dave'), 'a push to dave', () => JSON.stringify(posts));
-  await waitUntil(async () => (await pushJobs(nodes, 'online')) >= 1, 'the push job for carol to find her online', () => JSON.stringify(posts));
+  t.equal(await wakeChecks(nodes, 'offline'), 1, 'the fan-out asked for one push: dave');
+  t.equal(await pushJobs(nodes, 'online'), 0, 'no push job was enqueued for carol (none ran to find her online)');
   t.same(posts, [{ user: 'dave', device: 'phone', token: 'dave-phone-token', badge: 1 }], 'one push, to dave, with the token registered over HTTP');
+
+  // Once carol's phone is gone from the registry, her offline tablet gets a push.
+  carol.close();
+  await waitUntil(async () => (await liveDevices(spec, 'carol')).length === 0, "carol's phone session to leave the registry");
+  await alice.send({ to: 'carol' }, 'carol, you left');
+  await waitUntil(() => posts.filter((p) => p.user === 'carol').length >= 2, 'pushes to both of carol’s devices', () => JSON.stringify(posts));
+  t.same(
+    posts
+      .filter((p) => p.user === 'carol')
+      .map((p) => ({ device: p.device, token: p.token, badge: p.badge }))
+      .sort((x, y) => x.device.localeCompare(y.device)),
+    [
+      { device: 'phone', token: 'carol-phone-token', badge: 2 },
+      { device: 'tablet', token: 'carol-tablet-token', badge: 2 },
+    ],
+    "once no device of carol's is live, every device of hers with a token is pushed (the tablet that never connected too)",
+  );
 
   // DELETE removes dave's token: the next push job finds no device to send to.
   t.equal((await pushToken(a, 'DELETE', jwt('dave', 'phone'))).status, 204, 'dave removes his token');
@@ -109,5 +146,5 @@ t.test('a user online on another node gets no push; an offline user gets one', a
   const noDevicesBefore = await pushJobs(nodes, 'no_devices');
   await alice.send({ to: 'dave' }, 'still there?');
   await waitUntil(async () => (await pushJobs(nodes, 'no_devices')) > noDevicesBefore, 'the next push job for dave to find no device');
-  t.equal(posts.length, 1, 'no push after the token was removed');
+  t.equal(posts.filter((p) => p.user === 'dave').length, 1, 'no push to dave after his token was removed');
 });

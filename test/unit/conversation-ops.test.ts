@@ -21,7 +21,7 @@ const event: fc.Arbitrary<SysEvent> = fc.oneof(
 
 function replay(events: SysEvent[], from: Map<string, MemberState>, start = 0): Map<string, MemberState> {
   const m = new Map(from);
-  events.forEach((e, i) => applySys(m, e, 1000 + start + i));
+  events.forEach((e, i) => applySys(m, e, 1000 + start + i, 1 + start + i));
   return m;
 }
 
@@ -45,7 +45,7 @@ t.test('replaying the events after the applied seq onto partly applied rows give
           if (s === undefined) rows.delete(u);
           else rows.set(u, s);
           // Only users the later events touch can be ahead; others keep their applied state.
-          const touched = events.slice(j).some((e) => sysChanges(e, 0, () => undefined).has(u));
+          const touched = events.slice(j).some((e) => sysChanges(e, 0, 0, () => undefined).has(u));
           if (!touched) {
             const back = applied.get(u);
             if (back === undefined) rows.delete(u);

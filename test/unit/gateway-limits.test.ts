@@ -56,14 +56,18 @@ class FakeSocket implements SocketLike {
   getUserData(): ConnState {
     return this.state;
   }
+  /** Sends made inside each cork, one entry per cork call. */
+  corks: number[] = [];
   cork(cb: () => void): void {
+    const before = this.sent.length;
     cb();
+    this.corks.push(this.sent.length - before);
   }
 }
 
 const ref: SessionRef = { node: 'n', shard: 0, connId: 5, user: 'alice', device: 'phone' };
 const pong = { t: 'pong', id: 1 } as const;
-const state = (): ConnState => ({ session: { ...ref }, refusal: null, token: null, early: null, startedMs: 0, expiresAtMs: 0, ending: false, rateTatMs: 0, rateRejected: 0, rateWindowMs: 0, protoErrors: 0, protoWindowMs: 0, lastSeenMs: 0, pinged: false, inflight: 0 });
+const state = (): ConnState => ({ session: { ...ref }, refusal: null, token: null, early: null, startedMs: 0, expiresAtMs: 0, ending: false, rateTatMs: 0, rateRejected: 0, rateWindowMs: 0, protoErrors: 0, protoWindowMs: 0, lastSeenMs: 0, pinged: false, inflight: 0, out: null });
 
 t.test('push reports sent, buffered, and closes a slow consumer with 4001 on overflow', async (t) => {
   const table = new ConnectionTable(1000);
@@ -85,6 +89,62 @@ t.test('push reports sent, buffered, and closes a slow consumer with 4001 on ove
   ws2.nextResult = 2;
   t.equal(table.push(ref2, pong), 'overflow', 'uWS dropped the frame');
   t.same(ws2.ended, [[CLOSE.slowConsumer, 'slow consumer']]);
+});
+
+t.test('a batch writes each socket its frames in push order, in one cork, when it ends', async (t) => {
+  const table = new ConnectionTable(1000);
+  const a = new FakeSocket(state());
+  const b = new FakeSocket({ ...state(), session: { ...ref, connId: 6 } });
+  table.add(5, a);
+  table.add(6, b);
+  const refB = { ...ref, connId: 6 };
+  const msg = (seq: number) => ({ t: 'msg', conv: 'g:1', kind: 'group', seq, mid: `m${seq}`, from: 'bob', fdev: 'd', body: new Uint8Array([seq]), ts: 1 }) as const;
+  const shared = msg(1);
+  table.batch(() => {
+    t.equal(table.push(ref, shared), 'sent');
+    t.equal(table.push(refB, shared), 'sent');
+    t.equal(table.push(ref, msg(2)), 'sent');
+    t.equal(table.push(ref, pong), 'sent');
+    t.equal(a.sent.length + b.sent.length, 0, 'nothing written before the batch ends');
+  });
+  t.same(a.corks, [3], 'one cork for the three frames of socket a');
+  t.same(b.corks, [1]);
+  t.same(a.sent.map((x) => decodeServerFrame(x)), [shared, msg(2), pong].map((frame) => ({ ok: true, frame })), 'push order');
+  t.equal(a.sent[0], b.sent[0], 'a msg frame object is encoded once for every socket it goes to');
+  t.equal(table.push(ref, pong), 'sent', 'outside a batch a push is written at once');
+  t.same(a.corks, [3]);
+  t.equal(a.sent.length, 4);
+});
+
+t.test('in a batch: overflow is decided at push time, and a close writes what was queued first', async (t) => {
+  const table = new ConnectionTable(1000);
+  const slow = new FakeSocket(state());
+  slow.buffered = 900;
+  const closing = new FakeSocket({ ...state(), session: { ...ref, connId: 6 } });
+  table.add(5, slow);
+  table.add(6, closing);
+  const refC = { ...ref, connId: 6 };
+  const big = { t: 'msg', conv: 'g:1', kind: 'group', seq: 1, mid: 'm1', from: 'bob', fdev: 'd', body: new Uint8Array(200), ts: 1 } as const;
+  table.batch(() => {
+    t.equal(table.push(ref, big), 'overflow', 'buffered 900 + queued frame > 1000');
+    t.equal(table.push(ref, pong), 'closed');
+    t.equal(table.push(refC, pong), 'sent');
+    table.close(refC, CLOSE.replaced, 'replaced by a newer connection');
+    t.equal(closing.sent.length, 1, 'the queued frame went out before the close');
+  });
+  t.same(slow.ended, [[CLOSE.slowConsumer, 'slow consumer']]);
+  t.same(slow.sent, [], 'nothing queued for a slow consumer is written');
+  t.same(closing.ended, [[CLOSE.replaced, 'replaced by a newer connection']]);
+  t.equal(closing.sent.length, 1, 'written once');
+
+  const late = new FakeSocket({ ...state(), session: { ...ref, connId: 7 } });
+  table.add(7, late);
+  table.batch(() => {
+    t.equal(table.push({ ...ref, connId: 7 }, pong), 'sent');
+    late.buffered = 5000;
+  });
+  t.equal(late.sent.length, 1);
+  t.same(late.ended, [[CLOSE.slowConsumer, 'slow consumer']], 'the write left the buffer over the limit: 4001');
 });
 
 t.test('push and close ignore unknown or mismatched connections', async (t) => {

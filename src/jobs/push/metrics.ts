@@ -12,6 +12,12 @@ export const pushMetrics = {
     labelNames: ['result'] as const,
     registers: [registry],
   }),
+  wakeChecks: new Counter({
+    name: 'ticks_push_wake_checks_total',
+    help: "Cluster fan-outs' push decisions per (message batch, receiving user), from the session lookup the fan-out makes anyway: offline (no live device on any node: push requested), online (a live device somewhere: no push job; a node whose sockets turn out gone asks itself), lookup_failed (push requested; the job checks again).",
+    labelNames: ['result'] as const,
+    registers: [registry],
+  }),
   jobs: new Counter({
     name: 'ticks_push_jobs_total',
     help: 'Push job attempts by result (sent, no_devices, nothing_unread, retry: some devices will be retried, error).',
@@ -44,3 +50,4 @@ export const pushMetrics = {
     registers: [registry],
   }),
 };
+for (const result of ['offline', 'online', 'lookup_failed'] as const) pushMetrics.wakeChecks.inc({ result }, 0);

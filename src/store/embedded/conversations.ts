@@ -3,9 +3,9 @@
  * user_conversations[user, conv], always written in the same transaction so the two never disagree.
  */
 import { StoreError } from '../errors.js';
-import type { Conversation, ConversationKind, Member, Role, UserConversation } from '../types.js';
+import type { Conversation, ConversationKind, Departure, Member, Role, UserConversation } from '../types.js';
 import { hasPrefix, PREFIX_END } from './keys.js';
-import { NEW_LOG_STATE, type ConversationRow, type MemberRow, type UserConversationRow } from './records.js';
+import { NEW_LOG_STATE, type ConversationRow, type DepartureRow, type MemberRow, type UserConversationRow } from './records.js';
 import type { EngineContext } from './tables.js';
 
 export interface CreateConversationInput {
@@ -61,38 +61,58 @@ export async function updateConversationMeta(ctx: EngineContext, id: string, met
   if (!found) throw notFound(id);
 }
 
-function writeMember(ctx: EngineContext, conversationId: string, kind: ConversationKind, userId: string, role: Role, joinedAtMs: number): void {
-  const member: MemberRow = { role, joinedAtMs };
-  const index: UserConversationRow = { kind, role, joinedAtMs };
+function writeMember(ctx: EngineContext, conversationId: string, kind: ConversationKind, userId: string, role: Role, joinedAtMs: number, fromSeq = 0): void {
+  const member: MemberRow = { role, joinedAtMs, fromSeq };
+  const index: UserConversationRow = { kind, role, joinedAtMs, fromSeq };
   ctx.tables.members.put([conversationId, userId], member);
   ctx.tables.userConversations.put([userId, conversationId], index);
+  ctx.tables.departures.remove([userId, conversationId]);
 }
 
 /**
  * Upsert. A role change keeps the original joinedAtMs: the member joined once, whatever its role
  * became later. `store.not_found` when the conversation does not exist.
  */
-export async function putMember(ctx: EngineContext, conversationId: string, userId: string, role: Role, joinedAtMs: number): Promise<void> {
+export async function putMember(ctx: EngineContext, conversationId: string, userId: string, role: Role, joinedAtMs: number, fromSeq: number): Promise<void> {
   const found = await ctx.tables.root.childTransaction(() => {
     const conv = ctx.tables.conversations.get(conversationId);
     if (conv === undefined) return false;
     const existing = ctx.tables.members.get([conversationId, userId]);
-    writeMember(ctx, conversationId, conv.kind, userId, role, existing?.joinedAtMs ?? joinedAtMs);
+    writeMember(ctx, conversationId, conv.kind, userId, role, existing?.joinedAtMs ?? joinedAtMs, fromSeq);
     return true;
   });
   if (!found) throw notFound(conversationId);
 }
 
-export async function removeMember(ctx: EngineContext, conversationId: string, userId: string): Promise<void> {
+export async function removeMember(
+  ctx: EngineContext,
+  conversationId: string,
+  userId: string,
+  departure: { fromSeq: number; leftSeq: number } | undefined,
+): Promise<void> {
   await ctx.tables.root.childTransaction(() => {
     ctx.tables.members.remove([conversationId, userId]);
     ctx.tables.userConversations.remove([userId, conversationId]);
+    const conv = departure === undefined ? undefined : ctx.tables.conversations.get(conversationId);
+    if (departure !== undefined && conv !== undefined) {
+      const row: DepartureRow = { kind: conv.kind, fromSeq: departure.fromSeq, leftSeq: departure.leftSeq };
+      ctx.tables.departures.put([userId, conversationId], row);
+    }
   });
+}
+
+export function listDepartures(ctx: EngineContext, userId: string): Departure[] {
+  const out: Departure[] = [];
+  for (const { key, value } of ctx.tables.departures.getRange({ start: [userId], end: [userId, PREFIX_END] })) {
+    if (!hasPrefix(key, [userId])) continue;
+    out.push({ conversationId: key[1] as string, kind: value.kind, fromSeq: value.fromSeq, leftSeq: value.leftSeq });
+  }
+  return out;
 }
 
 export function getMember(ctx: EngineContext, conversationId: string, userId: string): Member | null {
   const row = ctx.tables.members.get([conversationId, userId]);
-  return row === undefined ? null : { conversationId, userId, role: row.role, joinedAtMs: row.joinedAtMs };
+  return row === undefined ? null : { conversationId, userId, role: row.role, joinedAtMs: row.joinedAtMs, fromSeq: row.fromSeq ?? 0 };
 }
 
 /** `limit` omitted means every member: a silent default cap would make fan-out miss members. */
@@ -106,7 +126,7 @@ export function listMembers(ctx: EngineContext, conversationId: string, afterUse
   for (const { key, value } of range) {
     if (limit !== undefined && out.length >= limit) break;
     if (!hasPrefix(key, [conversationId])) continue;
-    out.push({ conversationId, userId: key[1] as string, role: value.role, joinedAtMs: value.joinedAtMs });
+    out.push({ conversationId, userId: key[1] as string, role: value.role, joinedAtMs: value.joinedAtMs, fromSeq: value.fromSeq ?? 0 });
   }
   return out;
 }
@@ -121,7 +141,7 @@ export function listUserConversations(ctx: EngineContext, userId: string): UserC
       if (!hasPrefix(key, [userId])) continue;
       const conversationId = key[1] as string;
       const head = ctx.tables.logs.get(conversationId, { transaction: txn })?.head ?? 0;
-      out.push({ conversationId, kind: value.kind, role: value.role, joinedAtMs: value.joinedAtMs, head });
+      out.push({ conversationId, kind: value.kind, role: value.role, joinedAtMs: value.joinedAtMs, fromSeq: value.fromSeq ?? 0, head });
     }
     return out;
   } finally {

@@ -16,6 +16,7 @@ import type {
   CursorEntry,
   CursorUpdate,
   Device,
+  Departure,
   Member,
   Page,
   Role,
@@ -171,16 +172,32 @@ export class EmbeddedStore implements Store {
     );
   }
 
-  putMember(conversationId: string, userId: string, role: Role, joinedAtMs: number): Promise<void> {
+  putMember(conversationId: string, userId: string, role: Role, joinedAtMs: number, fromSeq = 0): Promise<void> {
     return this.run('put_member', (ctx) =>
-      conv.putMember(ctx, v.checkId('conversationId', conversationId), v.checkId('userId', userId), v.checkRole(role), v.checkTime('joinedAtMs', joinedAtMs)),
+      conv.putMember(
+        ctx,
+        v.checkId('conversationId', conversationId),
+        v.checkId('userId', userId),
+        v.checkRole(role),
+        v.checkTime('joinedAtMs', joinedAtMs),
+        v.checkSeq('fromSeq', fromSeq),
+      ),
     );
   }
 
-  removeMember(conversationId: string, userId: string): Promise<void> {
+  removeMember(conversationId: string, userId: string, departure?: { fromSeq: number; leftSeq: number }): Promise<void> {
     return this.run('remove_member', (ctx) =>
-      conv.removeMember(ctx, v.checkId('conversationId', conversationId), v.checkId('userId', userId)),
+      conv.removeMember(
+        ctx,
+        v.checkId('conversationId', conversationId),
+        v.checkId('userId', userId),
+        departure === undefined ? undefined : { fromSeq: v.checkSeq('fromSeq', departure.fromSeq), leftSeq: v.checkSeq('leftSeq', departure.leftSeq) },
+      ),
     );
+  }
+
+  listDepartures(userId: string): Promise<Departure[]> {
+    return this.run('list_departures', (ctx) => conv.listDepartures(ctx, v.checkId('userId', userId)));
   }
 
   getMember(conversationId: string, userId: string): Promise<Member | null> {

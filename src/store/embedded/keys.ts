@@ -28,6 +28,7 @@ export const TABLES = {
   logs: 'logs',
   members: 'members',
   userConversations: 'user_conversations',
+  departures: 'departures',
   messages: 'messages',
   idempotency: 'idempotency',
   idempotencyExpiry: 'idempotency_expiry',

@@ -40,6 +40,8 @@ export const NEW_LOG_STATE: LogState = { epoch: 0, head: 0, retainedFrom: 1 };
 export interface MemberRow {
   role: Role;
   joinedAtMs: number;
+  /** The join floor (Member.fromSeq); absent in rows written before it existed (read as 0). */
+  fromSeq?: number;
 }
 
 /** Index row of a user's conversation list; `kind` is copied because it never changes. */
@@ -47,6 +49,14 @@ export interface UserConversationRow {
   kind: ConversationKind;
   role: Role;
   joinedAtMs: number;
+  fromSeq?: number;
+}
+
+/** departures[user, conv]: a membership ended by a remove/leave event (store.ts Departure). */
+export interface DepartureRow {
+  kind: ConversationKind;
+  fromSeq: number;
+  leftSeq: number;
 }
 
 export interface MessageRow {

@@ -6,6 +6,7 @@ import { open, type Database, type Key, type RootDatabase } from 'lmdb';
 import { TABLES } from './keys.js';
 import type {
   ConversationRow,
+  DepartureRow,
   DeviceRow,
   IdempotencyRow,
   LogState,
@@ -21,6 +22,7 @@ export interface Tables {
   readonly logs: Database<LogState, string>;
   readonly members: Database<MemberRow, Key>;
   readonly userConversations: Database<UserConversationRow, Key>;
+  readonly departures: Database<DepartureRow, Key>;
   readonly messages: Database<MessageRow, Key>;
   readonly idempotency: Database<IdempotencyRow, Key>;
   readonly idempotencyExpiry: Database<1, Key>;
@@ -61,6 +63,7 @@ export function openTables(path: string): Tables {
       logs: table<LogState>(TABLES.logs) as Database<LogState, string>,
       members: table<MemberRow>(TABLES.members),
       userConversations: table<UserConversationRow>(TABLES.userConversations),
+      departures: table<DepartureRow>(TABLES.departures),
       messages: table<MessageRow>(TABLES.messages),
       idempotency: table<IdempotencyRow>(TABLES.idempotency),
       idempotencyExpiry: table<1>(TABLES.idempotencyExpiry),

@@ -4,12 +4,13 @@ import {
   ROLES,
   type Conversation,
   type ConversationKind,
+  type Departure,
   type Member,
   type Role,
   type UserConversation,
 } from '../types.js';
 import { mapLimit, type Row, type Session, type Stmt } from './session.js';
-import { invalid, ms, numOr, requireId, requireLimit, requireMs, str } from './values.js';
+import { invalid, ms, numOr, requireId, requireLimit, requireMs, requireSeq, str } from './values.js';
 
 const MEMBER_BATCH = 100;
 const FANOUT = 16;
@@ -67,27 +68,44 @@ export class Conversations {
     if (!rs.wasApplied()) throw notFound(id);
   }
 
-  /** Member row and list entry in one logged batch: both or neither. */
-  async putMember(conv: string, userId: string, role: Role, joinedAtMs: number): Promise<void> {
+  /** Member row, list entry and the departure's removal in one logged batch: all or none. */
+  async putMember(conv: string, userId: string, role: Role, joinedAtMs: number, fromSeq: number): Promise<void> {
     requireId('conversationId', conv);
     requireId('userId', userId);
     validateRole(role);
     requireMs('joinedAtMs', joinedAtMs);
+    requireSeq('fromSeq', fromSeq);
     const c = await this.get(conv);
     if (!c) throw notFound(conv);
-    await this.s.batch(this.memberStmts(c, userId, role, joinedAtMs), true);
+    await this.s.batch([...this.memberStmts(c, userId, role, joinedAtMs, fromSeq), { query: this.s.cql.deleteDeparture, params: [userId, conv] }], true);
   }
 
-  async removeMember(conv: string, userId: string): Promise<void> {
+  /** Member row, list entry and (with `departure`) the departure row in one logged batch. */
+  async removeMember(conv: string, userId: string, departure?: { fromSeq: number; leftSeq: number }): Promise<void> {
     requireId('conversationId', conv);
     requireId('userId', userId);
-    await this.s.batch(
-      [
-        { query: this.s.cql.deleteMember, params: [conv, userId] },
-        { query: this.s.cql.deleteUserConversation, params: [userId, conv] },
-      ],
-      true,
-    );
+    const stmts: Stmt[] = [
+      { query: this.s.cql.deleteMember, params: [conv, userId] },
+      { query: this.s.cql.deleteUserConversation, params: [userId, conv] },
+    ];
+    if (departure !== undefined) {
+      requireSeq('fromSeq', departure.fromSeq);
+      requireSeq('leftSeq', departure.leftSeq);
+      const c = await this.get(conv);
+      if (c) stmts.push({ query: this.s.cql.insertDeparture, params: [userId, conv, c.kind, departure.fromSeq, departure.leftSeq] });
+    }
+    await this.s.batch(stmts, true);
+  }
+
+  async listDepartures(userId: string): Promise<Departure[]> {
+    requireId('userId', userId);
+    const rows = await this.s.read(this.s.cql.listDepartures, [userId]);
+    return rows.map((row) => ({
+      conversationId: str(row.get('conv')),
+      kind: str(row.get('kind')) as ConversationKind,
+      fromSeq: numOr(row.get('from_seq'), 0),
+      leftSeq: numOr(row.get('left_seq'), 0),
+    }));
   }
 
   async getMember(conv: string, userId: string): Promise<Member | null> {
@@ -122,6 +140,7 @@ export class Conversations {
         kind: str(row.get('kind')) as ConversationKind,
         role: str(row.get('role')) as Role,
         joinedAtMs: ms(row.get('joined_at')),
+        fromSeq: numOr(row.get('from_seq'), 0),
         head: numOr(hint?.get('head'), 0),
       };
     });
@@ -131,22 +150,22 @@ export class Conversations {
     const byUser = new Map(members.map((m) => [m.userId, m.role]));
     const memberRows: Stmt[] = [...byUser].map(([userId, role]) => ({
       query: this.s.cql.insertMember,
-      params: [c.id, userId, role, new Date(c.createdAtMs)],
+      params: [c.id, userId, role, new Date(c.createdAtMs), 0],
     }));
     const batches: Stmt[][] = [];
     for (let i = 0; i < memberRows.length; i += MEMBER_BATCH) batches.push(memberRows.slice(i, i + MEMBER_BATCH));
     await mapLimit(batches, 4, (b) => this.s.batch(b)); // one partition each
     await mapLimit([...byUser], FANOUT, ([userId, role]) =>
-      this.s.write(this.s.cql.insertUserConversation, [userId, c.id, c.kind, role, new Date(c.createdAtMs)]),
+      this.s.write(this.s.cql.insertUserConversation, [userId, c.id, c.kind, role, new Date(c.createdAtMs), 0]),
     );
     await this.s.write(this.s.cql.markMembersReady, [c.id]);
   }
 
-  private memberStmts(c: Conversation, userId: string, role: Role, joinedAtMs: number): Stmt[] {
+  private memberStmts(c: Conversation, userId: string, role: Role, joinedAtMs: number, fromSeq: number): Stmt[] {
     const at = new Date(joinedAtMs);
     return [
-      { query: this.s.cql.insertMember, params: [c.id, userId, role, at] },
-      { query: this.s.cql.insertUserConversation, params: [userId, c.id, c.kind, role, at] },
+      { query: this.s.cql.insertMember, params: [c.id, userId, role, at, fromSeq] },
+      { query: this.s.cql.insertUserConversation, params: [userId, c.id, c.kind, role, at, fromSeq] },
     ];
   }
 }
@@ -168,6 +187,7 @@ function toMember(row: Row): Member {
     userId: str(row.get('user_id')),
     role: str(row.get('role')) as Role,
     joinedAtMs: ms(row.get('joined_at')),
+    fromSeq: numOr(row.get('from_seq'), 0),
   };
 }
 

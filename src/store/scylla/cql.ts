@@ -81,6 +81,19 @@ export const MIGRATIONS: readonly Migration[] = [
     // media (an unset bind otherwise), so rows without media carry no cell and no tombstone.
     steps: [{ kind: 'add_column', table: 'messages', column: 'media', type: 'list<text>' }],
   },
+  {
+    version: 3,
+    description: 'join floors (members/user_conversations.from_seq) and the departures table',
+    // from_seq is null for every earlier row, which reads back as 0 (no floor: the whole log).
+    // departures is written and deleted with normal timestamps only (never a custom one).
+    steps: [
+      { kind: 'add_column', table: 'members', column: 'from_seq', type: 'bigint' },
+      { kind: 'add_column', table: 'user_conversations', column: 'from_seq', type: 'bigint' },
+      ddl((ks) => `CREATE TABLE IF NOT EXISTS ${ks}.departures (
+        user_id text, conv text, kind text, from_seq bigint, left_seq bigint,
+        PRIMARY KEY ((user_id), conv))`),
+    ],
+  },
 ];
 
 /** Bootstrap DDL run before the migrations themselves (both idempotent). */
@@ -119,14 +132,17 @@ export function statements(ks: string) {
     selectConversationEpoch: `SELECT epoch FROM ${ks}.conversations WHERE id = ?`,
 
     // membership
-    insertMember: `INSERT INTO ${ks}.members (conv, user_id, role, joined_at) VALUES (?, ?, ?, ?)`,
+    insertMember: `INSERT INTO ${ks}.members (conv, user_id, role, joined_at, from_seq) VALUES (?, ?, ?, ?, ?)`,
     deleteMember: `DELETE FROM ${ks}.members WHERE conv = ? AND user_id = ?`,
-    selectMember: `SELECT conv, user_id, role, joined_at FROM ${ks}.members WHERE conv = ? AND user_id = ?`,
-    listMembers: `SELECT conv, user_id, role, joined_at FROM ${ks}.members WHERE conv = ? AND user_id > ? LIMIT ?`,
-    insertUserConversation: `INSERT INTO ${ks}.user_conversations (user_id, conv, kind, role, joined_at)
-      VALUES (?, ?, ?, ?, ?)`,
+    selectMember: `SELECT conv, user_id, role, joined_at, from_seq FROM ${ks}.members WHERE conv = ? AND user_id = ?`,
+    listMembers: `SELECT conv, user_id, role, joined_at, from_seq FROM ${ks}.members WHERE conv = ? AND user_id > ? LIMIT ?`,
+    insertUserConversation: `INSERT INTO ${ks}.user_conversations (user_id, conv, kind, role, joined_at, from_seq)
+      VALUES (?, ?, ?, ?, ?, ?)`,
     deleteUserConversation: `DELETE FROM ${ks}.user_conversations WHERE user_id = ? AND conv = ?`,
-    listUserConversations: `SELECT conv, kind, role, joined_at FROM ${ks}.user_conversations WHERE user_id = ?`,
+    listUserConversations: `SELECT conv, kind, role, joined_at, from_seq FROM ${ks}.user_conversations WHERE user_id = ?`,
+    insertDeparture: `INSERT INTO ${ks}.departures (user_id, conv, kind, from_seq, left_seq) VALUES (?, ?, ?, ?, ?)`,
+    deleteDeparture: `DELETE FROM ${ks}.departures WHERE user_id = ? AND conv = ?`,
+    listDepartures: `SELECT conv, kind, from_seq, left_seq FROM ${ks}.departures WHERE user_id = ?`,
 
     // message log
     /** Raise a bucket's static epoch; `IF epoch < ?` is false on null, hence the second form. */

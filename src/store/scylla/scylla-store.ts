@@ -8,6 +8,7 @@ import type {
   CursorEntry,
   CursorUpdate,
   Device,
+  Departure,
   Member,
   Page,
   PushProvider,
@@ -102,11 +103,14 @@ export class ScyllaStore implements Store {
   updateConversationMeta(id: string, meta: Record<string, string>): Promise<void> {
     return this.op('update_conversation_meta', (p) => p.conversations.updateMeta(id, meta));
   }
-  putMember(conversationId: string, userId: string, role: Role, joinedAtMs: number): Promise<void> {
-    return this.op('put_member', (p) => p.conversations.putMember(conversationId, userId, role, joinedAtMs));
+  putMember(conversationId: string, userId: string, role: Role, joinedAtMs: number, fromSeq = 0): Promise<void> {
+    return this.op('put_member', (p) => p.conversations.putMember(conversationId, userId, role, joinedAtMs, fromSeq));
   }
-  removeMember(conversationId: string, userId: string): Promise<void> {
-    return this.op('remove_member', (p) => p.conversations.removeMember(conversationId, userId));
+  removeMember(conversationId: string, userId: string, departure?: { fromSeq: number; leftSeq: number }): Promise<void> {
+    return this.op('remove_member', (p) => p.conversations.removeMember(conversationId, userId, departure));
+  }
+  listDepartures(userId: string): Promise<Departure[]> {
+    return this.op('list_departures', (p) => p.conversations.listDepartures(userId));
   }
   getMember(conversationId: string, userId: string): Promise<Member | null> {
     return this.op('get_member', (p) => p.conversations.getMember(conversationId, userId));
