@@ -25,6 +25,7 @@ import type { MainToShard, ShardInit, ShardToMain } from './shard-control.js';
 import type { SessionRef } from './actors/session.js';
 import type { ServerFrame } from './protocol/client-frames.js';
 import { createStore } from './store/create-store.js';
+import { exactCopy } from './lib/bytes.js';
 import { createJobs } from './jobs/create-jobs.js';
 
 /**
@@ -205,14 +206,18 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
   });
 
   // The mesh: one MessagePort per peer shard. Frames are copied into an exact-size buffer and that
-  // buffer is transferred: the encoder's output may be a view into a larger reused buffer, which
-  // structured cloning would copy whole (and transferring would detach).
+  // buffer is transferred: the encoder's output is a view into a larger buffer msgpackr keeps
+  // encoding into, which structured cloning would copy whole and transferring would detach. The copy
+  // must not be `bytes.slice()`: msgpackr returns a Node Buffer, whose slice() is a view of the same
+  // memory, so transferring its buffer detached msgpackr's shared one (every encoder of the thread
+  // then wrote into, or handed out views of, a detached buffer: garbled frames, "detached
+  // ArrayBuffer" store errors). test/unit/shard-link-copy.test.ts.
   const peers = [...init.peers];
   const link: ShardLink = {
     post(shard, bytes) {
       const port = peers[shard];
       if (port === null || port === undefined) return;
-      const copy = bytes.slice();
+      const copy = exactCopy(bytes);
       port.postMessage(copy, [copy.buffer]);
     },
   };

@@ -272,7 +272,8 @@ export class TicksClient extends TypedEmitter<ClientEvents> {
       if (bad >= 0) throw invalid(`media.${bad}`, 'expected a media id (64 lower-case hex digits)');
     }
     // A copy: a retry must send the bytes as they were, whatever the app does with its buffer.
-    const copy = body.slice();
+    // Not body.slice(): for a Node Buffer that is a view of the same memory.
+    const copy = Uint8Array.from(body);
     const record: OutboxRecord = target.to !== undefined ? { cmid, to: target.to, body: copy, createdAtMs: Date.now() } : { cmid, conv: target.conv, body: copy, createdAtMs: Date.now() };
     if (media !== undefined && media.length > 0) record.media = [...media];
     return this.#outbox.submit(record);
