@@ -3,7 +3,7 @@ import type { TemplatedApp } from 'uWebSockets.js';
 import type { SessionRef } from './actors/session.js';
 import type { TokenVerifier } from './auth/token-verifier.js';
 import type { DeviceTombstones } from './auth/tombstones.js';
-import { parseRegistryConn } from './cluster/routing.js';
+import { parseRegistryConn } from './cluster/thread-sessions.js';
 import type { SessionRegistry } from './cluster/sessions/sessions.js';
 import { authenticate, bearerToken, Exchange, HttpError, param } from './gateway/rest.js';
 import type { KeyStore } from './keys/key-store.js';

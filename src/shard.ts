@@ -104,7 +104,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
       onPresenceFrame = fn;
     },
   };
-  const store = createStore(cfg.store);
+  const store = createStore(cfg.store, cfg.retention);
   await store.open();
   try {
     await tombstones.open();
@@ -264,6 +264,7 @@ export async function runShard(init: ShardInit, parent: Parent): Promise<void> {
     presence,
     channelFanout: channels,
     maxGroupMembers: cfg.groups.maxMembers,
+    groupFanoutWindowMs: cfg.groups.fanoutWindowMs,
     channelSessions: channels,
     ...(cfg.cluster.redisUrl === undefined ? {} : { sendAnswerTimeoutMs: cfg.cluster.sendTimeoutMs }),
     ...(wake === undefined ? {} : { wake }),

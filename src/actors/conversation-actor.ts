@@ -47,14 +47,15 @@
  *   `too_many_inflight` (retry), so the row and the log never disagree.
  */
 import { createHash } from 'node:crypto';
-import { errorFrame, type ConvOkFrame, type MembersPageFrame, type SysEvent } from '../protocol/client-frames.js';
+import { errorFrame } from '../protocol/client-frames.js';
+import type { ConvOkFrame, MembersPageFrame, SysEvent } from '../protocol/client-conv-frames.js';
 import { derivedConversationId, derivedIdInput, newMessageId, messageIdTimeMs, parseDirectConversationId } from '../protocol/ids.js';
 import type { ErrorCode } from '../protocol/codes.js';
 import type { Store, ConversationWriter } from '../store/store.js';
 import type { AppendResult, Conversation, MessageDraft } from '../store/types.js';
 import { errorCodeOf, errorFor, storeFailureCode } from './answers.js';
 import type { ChannelFanout } from './channel-fanout.js';
-import type { Clock } from './clock.js';
+import type { Clock, TimerHandle } from './clock.js';
 import {
   applySys,
   encodeSys,
@@ -72,10 +73,12 @@ import type { EpochSource } from './epochs.js';
 import type { Actor, ActorContext } from './host.js';
 import type { ActorLog } from './log.js';
 import { ConversationReceipts } from './conversation-receipts.js';
+import { dacksOf } from './dack-batcher.js';
 import { repairRows, withoutMarker, writeBatchRows, writeRow } from './conversation-rows.js';
 import type { ConvCommitFailed, ConvDelivered, ConvMembersMsg, ConvMsg, ConvOpMsg, ConvReceiptsMsg, ConvSend, DeliveredEntry } from './messages.js';
 import { convMetrics } from './metrics.js';
 import type { Router } from './router.js';
+import type { SessionRef } from './session.js';
 import { sendMediaRefs, type SendMediaRefs } from '../media/send-refs.js';
 
 /** Refuses every send with media ids (no media index). */
@@ -100,6 +103,13 @@ export interface ConversationDeps {
   maxMembers?: number;
   /** Live delivery of channel posts (src/actors/channel-fanout.ts). Absent: per-member delivery. */
   channels?: ChannelFanout;
+  /**
+   * groups.fanoutWindowMs: a group's deliveries go to its members at most once per window. A commit
+   * after a quiet window goes out at once; commits within the window are held and go together at its
+   * end (one `deliver` per member and one socket write per device for all of them). 0 or absent:
+   * every commit is fanned out when it completes.
+   */
+  fanoutWindowMs?: number;
 }
 
 /** Recent (device, cmid) -> result kept per activation, so common retries skip the store. */
@@ -149,6 +159,11 @@ export class ConversationActor implements Actor<ConvMsg> {
   private createWaiters: ConvOpMsg[] = [];
   private creating = false;
   private readonly maxMembers: number;
+  /** Committed group entries held by the fan-out window (fanoutWindowMs), in commit order. */
+  private held: DeliveredEntry[] = [];
+  private heldTimer: TimerHandle | null = null;
+  /** When the last windowed group fan-out went out (clock ms). */
+  private lastFanoutAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly ctx: ActorContext<ConvMsg>,
@@ -175,6 +190,8 @@ export class ConversationActor implements Actor<ConvMsg> {
         return this.onCommitted(msg.results, msg.durationMs, msg.rowsFailed === true);
       case 'commit_failed':
         return this.onCommitFailed(msg);
+      case 'fanout':
+        return this.flushHeld();
       case 'op':
         return this.onOp(msg);
       case 'members':
@@ -197,6 +214,8 @@ export class ConversationActor implements Actor<ConvMsg> {
   }
 
   deactivated(): void {
+    // Held deliveries are committed: they go out now (a hand-off's new owner does not have them).
+    this.flushHeld();
     // Nothing may be left unanswered: the host only ends an idle activation, and a failed commit
     // answered its queue before asking to end.
     for (const q of this.queue) this.answerQueued(q, 'store_unavailable');
@@ -521,7 +540,13 @@ export class ConversationActor implements Actor<ConvMsg> {
 
   // ---- receipts of departed members --------------------------------------------------------------
 
+  /** One dack, or several devices' dacks coalesced by their shard (src/actors/dack-batcher.ts). */
   private onDelivered(m: ConvDelivered): void {
+    for (const d of dacksOf(m)) this.deliveredOne(d);
+    this.receipts.settleDelivered(this.state?.members ?? null);
+  }
+
+  private deliveredOne(m: { session: SessionRef; seq: number }): void {
     const state = this.state;
     if (state === null || state.conv.kind === 'direct' || state.members.has(m.session.user)) {
       return this.receipts.deliveredFrom(state?.conv.kind ?? null, state?.members ?? null, this.head, this.inflight?.length ?? 0, m);
@@ -712,6 +737,8 @@ export class ConversationActor implements Actor<ConvMsg> {
   private commitEvent(e: SysEvent, entry: DeliveredEntry): void {
     const state = this.state;
     if (state === null) return;
+    // What the window holds goes to the members before the event, ahead of it.
+    this.flushHeld();
     const before = new Set(state.members.keys());
     applySys(state.members, e, entry.ts, entry.seq);
     if (e.op === 'meta' || e.op === 'create') state.conv = { ...state.conv, meta: metaAfter(withoutMarker(state.conv.meta), e) };
@@ -759,9 +786,38 @@ export class ConversationActor implements Actor<ConvMsg> {
       for (const [user, own] of bySender) this.deps.router.tell('user', user, { t: 'deliver', conv: this.ctx.key, kind, msgs: own });
       return;
     }
-    for (const user of state.members.keys()) {
-      this.deps.router.tell('user', user, { t: 'deliver', conv: this.ctx.key, kind, msgs });
+    const windowMs = this.deps.fanoutWindowMs ?? 0;
+    if (kind !== 'group' || windowMs <= 0) return this.tellMembers(state, msgs);
+    const now = this.deps.clock.now();
+    if (this.held.length === 0 && now - this.lastFanoutAt >= windowMs) {
+      this.lastFanoutAt = now;
+      return this.tellMembers(state, msgs);
     }
+    for (const m of msgs) this.held.push(m);
+    convMetrics.fanoutHeld.inc(msgs.length);
+    this.heldTimer ??= this.deps.clock.setTimer(Math.max(0, this.lastFanoutAt + windowMs - now), () => this.ctx.self({ t: 'fanout' }));
+  }
+
+  /** Fans out what the window holds (its timer, an event, the end of the activation). */
+  private flushHeld(): void {
+    if (this.heldTimer !== null) {
+      this.deps.clock.clearTimer(this.heldTimer);
+      this.heldTimer = null;
+    }
+    const state = this.state;
+    if (this.held.length === 0 || state === null) return;
+    const msgs = this.held;
+    this.held = [];
+    this.lastFanoutAt = this.deps.clock.now();
+    // A re-fetched retry (refanOut) may come after later seqs.
+    msgs.sort((x, y) => x.seq - y.seq);
+    this.tellMembers(state, msgs);
+  }
+
+  /** One `deliver` of `msgs` to every member's user actor. */
+  private tellMembers(state: Loaded, msgs: DeliveredEntry[]): void {
+    const kind = state.conv.kind;
+    this.deps.router.tellUsers(state.members.keys(), { t: 'deliver', conv: this.ctx.key, kind, msgs });
     if (kind === 'group') for (const m of msgs) this.receipts.authored(m.from, m.seq);
   }
 

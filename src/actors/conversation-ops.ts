@@ -11,7 +11,8 @@
  * a crash between the append and the row writes (see ConversationActor).
  */
 import { Packr, Unpackr } from 'msgpackr';
-import type { ConversationKind, Role, SysEvent } from '../protocol/client-frames.js';
+import type { ConversationKind } from '../protocol/client-frames.js';
+import type { Role, SysEvent } from '../protocol/client-conv-frames.js';
 import type { ErrorCode } from '../protocol/codes.js';
 import type { ConvOp } from './messages.js';
 

@@ -20,7 +20,8 @@
  * - channel: a dack stores the cursor only; a read stores the read cursor and goes to the reader's
  *   own user actor. Nothing ever reaches other subscribers.
  */
-import type { ConversationKind, ReceiptsStateFrame } from '../protocol/client-frames.js';
+import type { ConversationKind } from '../protocol/client-frames.js';
+import type { ReceiptsStateFrame } from '../protocol/client-conv-frames.js';
 import type { Store } from '../store/store.js';
 import { errorCodeOf, errorFor } from './answers.js';
 import type { CursorBatcher } from './cursor-batcher.js';
@@ -114,6 +115,8 @@ export class MinTracker {
 export class ConversationReceipts {
   /** Highest delivered seq forwarded per user in this activation (drops repeated receipts). */
   private readonly deliveredSeen = new Map<string, number>();
+  /** Group dacks taken since the last settleDelivered (counted once their cursor writes are stored). */
+  private raising: { user: string; seq: number }[] | null = null;
   /** Groups: per-member state, the fill state, and the last "all" seqs announced. */
   private readonly delivered = new MinTracker();
   private readonly read_ = new MinTracker();
@@ -131,11 +134,27 @@ export class ConversationReceipts {
   ) {}
 
   /**
+   * Counts the group dacks taken by deliveredFrom since the last call once their cursor writes are
+   * stored (CursorBatcher.stored: "delivered to all" never goes backwards), then announces what
+   * advanced. The conversation actor calls it once per `delivered` message (a coalesced batch of
+   * dacks costs one wait, not one per dack).
+   */
+  settleDelivered(members: Members): void {
+    const list = this.raising;
+    if (list === null) return;
+    this.raising = null;
+    void this.deps.cursors.stored().then(() => {
+      for (const r of list) this.delivered.raise(r.user, r.seq);
+      this.announce(members);
+    });
+  }
+
+  /**
    * `inflight` is the size of the commit in flight: a device may already hold a message whose
    * commit the actor has not processed yet (a sync on another shard read it from the store first),
    * so a dack up to `head + inflight` is accepted and clamped to the known head.
    */
-  deliveredFrom(kind: ConversationKind | null, members: Members, head: number, inflight: number, m: ConvDelivered): void {
+  deliveredFrom(kind: ConversationKind | null, members: Members, head: number, inflight: number, m: Pick<ConvDelivered, 'session' | 'seq'>): void {
     const { router, cursors } = this.deps;
     const { user, device } = m.session;
     if (members === null) return void router.push(m.session, errorFor('not_found'));
@@ -151,11 +170,8 @@ export class ConversationReceipts {
     if (kind === 'channel') return;
     if (kind === 'group') {
       this.ensureFilled(members);
-      // Counted once stored (see CursorBatcher.stored): "delivered to all" never goes backwards.
-      void cursors.stored().then(() => {
-        this.delivered.raise(user, seq);
-        this.announce(members);
-      });
+      // Counted once stored (settleDelivered): "delivered to all" never goes backwards.
+      (this.raising ??= []).push({ user, seq });
       return;
     }
     for (const member of members.keys()) {

@@ -12,7 +12,7 @@ import type { Conversation } from '../store/types.js';
 import { applySys, decodeSys, metaAfter, PENDING_KEY, SYS_DEVICE, sysChanges, type MemberState } from './conversation-ops.js';
 import type { ActorLog } from './log.js';
 import { convMetrics } from './metrics.js';
-import type { SysEvent } from '../protocol/client-frames.js';
+import type { SysEvent } from '../protocol/client-conv-frames.js';
 
 const REPAIR_PAGE = 500;
 

@@ -3,7 +3,8 @@
  * `actor` thread frames (thread-frames.ts), so they are plain data: no functions, no class instances.
  * `self` messages are posted by an actor to its own system lane and never leave their thread.
  */
-import type { ConversationKind, CreatableKind, MessageEntry, ReceiptKind, Role } from '../protocol/client-frames.js';
+import type { ConversationKind, MessageEntry, ReceiptKind } from '../protocol/client-frames.js';
+import type { CreatableKind, Role } from '../protocol/client-conv-frames.js';
 import type { AppendResult } from '../store/types.js';
 import type { SessionRef } from './session.js';
 
@@ -34,6 +35,8 @@ export interface ConvDelivered {
   t: 'delivered';
   session: SessionRef;
   seq: number;
+  /** Dacks of other devices for the same conversation, coalesced with this one (src/actors/dack-batcher.ts). */
+  more?: { session: SessionRef; seq: number }[];
 }
 
 /** A device read the conversation up to `seq`; the conversation actor checks, stores and fans out. */
@@ -50,6 +53,11 @@ export interface ConvCommitted {
   durationMs: number;
   /** Membership rows of the batch's events could not be written (the activation ends and repairs). */
   rowsFailed?: boolean;
+}
+
+/** Self: the group fan-out window ended (ConversationDeps.fanoutWindowMs): deliver what it held. */
+export interface ConvFanout {
+  t: 'fanout';
 }
 
 /** Self: the in-flight group commit failed (`committed` holds the results of a committed prefix). */
@@ -97,7 +105,7 @@ export interface ConvReceiptsMsg {
   seq: number;
 }
 
-export type ConvMsg = ConvSend | ConvDelivered | ConvRead | ConvCommitted | ConvCommitFailed | ConvOpMsg | ConvMembersMsg | ConvReceiptsMsg;
+export type ConvMsg = ConvSend | ConvDelivered | ConvRead | ConvCommitted | ConvCommitFailed | ConvFanout | ConvOpMsg | ConvMembersMsg | ConvReceiptsMsg;
 
 // ---- user actor --------------------------------------------------------------------------------
 

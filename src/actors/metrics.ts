@@ -3,6 +3,7 @@
  * user, device or conversation id.
  */
 import { Counter, Gauge, Histogram } from 'prom-client';
+import { FastHistogram } from '../metrics/fast-histogram.js';
 import { registry } from '../metrics/registry.js';
 
 const registers = [registry];
@@ -40,7 +41,7 @@ export const actorMetrics = {
       for (const [kind, t] of mailboxTallies) this.set({ kind }, t.depth);
     },
   }),
-  mailboxWait: new Histogram({
+  mailboxWait: new FastHistogram({
     name: 'ticks_actor_mailbox_wait_seconds',
     help: 'Time a message waited in an actor mailbox before it was processed.',
     labelNames: ['kind'] as const,
@@ -89,6 +90,16 @@ export const actorMetrics = {
     labelNames: ['kind'] as const,
     registers,
   }),
+  dacksForwarded: new Counter({
+    name: 'ticks_actor_dacks_forwarded_total',
+    help: 'Dacks user actors forwarded to conversation actors (before coalescing, src/actors/dack-batcher.ts).',
+    registers,
+  }),
+  dackBatches: new Counter({
+    name: 'ticks_actor_dack_batches_total',
+    help: 'Coalesced delivered messages sent to conversation actors (one per conversation per event-loop turn with dacks).',
+    registers,
+  }),
   linkFrames: new Counter({
     name: 'ticks_actor_link_frames_total',
     help: 'Thread frames between shard threads, by frame type and direction (in, out, invalid).',
@@ -108,6 +119,11 @@ export const convMetrics = {
     name: 'ticks_conv_commit_batch_size',
     help: 'Messages per group commit.',
     buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000],
+    registers,
+  }),
+  fanoutHeld: new Counter({
+    name: 'ticks_conv_fanout_held_messages_total',
+    help: 'Group messages held by the fan-out window (groups.fanoutWindowMs) to go out with later ones, instead of at their commit.',
     registers,
   }),
   commitDuration: new Histogram({
@@ -152,7 +168,7 @@ export const deliveryMetrics = {
     labelNames: ['reason'] as const,
     registers,
   }),
-  latency: new Histogram({
+  latency: new FastHistogram({
     name: 'ticks_delivery_latency_seconds',
     help: 'Time from the first push of a message to a device until the device acknowledged it.',
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],

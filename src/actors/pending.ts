@@ -13,8 +13,13 @@ export interface PendingDelivery {
   dueAt: number;
 }
 
+/**
+ * Entries are kept per conversation in an array sorted by seq: deliveries arrive in seq order, so an
+ * add is an append and a cumulative dack drops a prefix (no Map entry per delivery: a group fan-out
+ * adds one per member device per message).
+ */
 export class DevicePending {
-  private readonly byConv = new Map<string, Map<number, PendingDelivery>>();
+  private readonly byConv = new Map<string, PendingDelivery[]>();
   private count = 0;
 
   get size(): number {
@@ -23,52 +28,55 @@ export class DevicePending {
 
   /** Adds or refreshes the delivery of (conv, seq). A repeat keeps the original first-push time. */
   add(frame: MsgFrame, now: number, retryMs: number): void {
-    let conv = this.byConv.get(frame.conv);
-    if (conv === undefined) {
-      conv = new Map();
-      this.byConv.set(frame.conv, conv);
+    let list = this.byConv.get(frame.conv);
+    if (list === undefined) {
+      list = [];
+      this.byConv.set(frame.conv, list);
     }
-    const known = conv.get(frame.seq);
-    if (known !== undefined) {
+    const seq = frame.seq;
+    // Where it goes: after the last entry with a lower seq (the common case is the end).
+    let i = list.length;
+    while (i > 0 && list[i - 1]!.frame.seq >= seq) i--;
+    const known = list[i];
+    if (known !== undefined && known.frame.seq === seq) {
       known.frame = frame;
       return;
     }
-    conv.set(frame.seq, { frame, attempts: 1, firstPushedAt: now, dueAt: now + retryMs });
+    const entry: PendingDelivery = { frame, attempts: 1, firstPushedAt: now, dueAt: now + retryMs };
+    if (i === list.length) list.push(entry);
+    else list.splice(i, 0, entry);
     this.count++;
     pendingTally.deliveries++;
   }
 
   /** Drops every entry of `conv` with seq <= `seq`; returns them. */
   ack(conv: string, seq: number): PendingDelivery[] {
-    const entries = this.byConv.get(conv);
-    if (entries === undefined) return [];
-    const out: PendingDelivery[] = [];
-    for (const [s, e] of entries) {
-      if (s <= seq) {
-        entries.delete(s);
-        out.push(e);
-      }
-    }
-    if (entries.size === 0) this.byConv.delete(conv);
-    this.count -= out.length;
-    pendingTally.deliveries -= out.length;
+    const list = this.byConv.get(conv);
+    if (list === undefined) return [];
+    let n = 0;
+    while (n < list.length && list[n]!.frame.seq <= seq) n++;
+    if (n === 0) return [];
+    const all = n === list.length;
+    const out = all ? list : list.splice(0, n);
+    if (all) this.byConv.delete(conv);
+    this.count -= n;
+    pendingTally.deliveries -= n;
     return out;
   }
 
   /** Entries due at `now`, in (conversation, seq) order. */
   due(now: number): PendingDelivery[] {
     const out: PendingDelivery[] = [];
-    for (const entries of this.byConv.values()) {
-      for (const e of entries.values()) if (e.dueAt <= now) out.push(e);
-    }
-    return out.sort((a, b) => (a.frame.conv === b.frame.conv ? a.frame.seq - b.frame.seq : a.frame.conv < b.frame.conv ? -1 : 1));
+    const convs = [...this.byConv.keys()].sort();
+    for (const conv of convs) for (const e of this.byConv.get(conv)!) if (e.dueAt <= now) out.push(e);
+    return out;
   }
 
   /** Earliest due time, or null when nothing is pending. */
   nextDue(): number | null {
     let min: number | null = null;
-    for (const entries of this.byConv.values()) {
-      for (const e of entries.values()) if (min === null || e.dueAt < min) min = e.dueAt;
+    for (const list of this.byConv.values()) {
+      for (const e of list) if (min === null || e.dueAt < min) min = e.dueAt;
     }
     return min;
   }

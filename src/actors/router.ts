@@ -19,6 +19,7 @@ import type { ActorHost } from './host.js';
 import type { ActorLog } from './log.js';
 import type { ActorMessages, ConvMsg, UserMsg } from './messages.js';
 import type { ErrorCode } from '../protocol/codes.js';
+import { dacksOf } from './dack-batcher.js';
 import { errorFor } from './answers.js';
 import { actorMetrics, convMetrics } from './metrics.js';
 import type { ConnectionSink, PushResult, SessionRef } from './session.js';
@@ -118,6 +119,28 @@ export class Router {
     this.tellLocalUser(key, m);
   }
 
+  /**
+   * One message to many user actors (a group's fan-out): like `tell` for each user, except that the
+   * users on another shard thread of this node get it in one `users` frame per shard (one encode of
+   * the message and its bodies per shard, not per member).
+   */
+  tellUsers(users: Iterable<string>, msg: UserMsg): void {
+    const { shard: mine, shardCount } = this.opts;
+    const fanOut = this.cluster !== null && (msg.t === 'deliver' || msg.t === 'receipt');
+    const others: string[][] | null = shardCount > 1 ? [] : null;
+    for (const user of users) {
+      if (fanOut) this.cluster!.fanOutUser(user, msg);
+      const shard = others === null ? mine : shardOf(user, shardCount);
+      if (shard === mine) this.localHost().tell('user', user, msg);
+      else (others![shard] ??= []).push(user);
+    }
+    if (others === null) return;
+    for (let shard = 0; shard < others.length; shard++) {
+      const list = others[shard];
+      if (list !== undefined) this.post(shard, { v: 1, t: 'users', items: [{ users: list, msg }] });
+    }
+  }
+
   /** The node-local user actor of `user` (no fan-out to other nodes). */
   tellLocalUser(user: string, msg: UserMsg): void {
     const shard = shardOf(user, this.opts.shardCount);
@@ -163,11 +186,14 @@ export class Router {
         this.push(msg.session, errorFor(code, msg.id, detail));
         return;
       case 'read':
-      case 'delivered':
         this.push(msg.session, errorFor(code, undefined, detail));
+        return;
+      case 'delivered':
+        for (const d of dacksOf(msg)) this.push(d.session, errorFor(code, undefined, detail));
         return;
       case 'committed':
       case 'commit_failed':
+      case 'fanout':
         return;
     }
   }

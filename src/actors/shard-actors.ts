@@ -14,7 +14,8 @@
  * (`attached`), so the device is registered for live delivery before the round reads the heads.
  */
 import type { ActorsConfig } from '../config/schema.js';
-import type { ClientFrame, PresenceSubFrame, PresenceUnsubFrame, ServerFrame, SyncFrame, TypingFrame } from '../protocol/client-frames.js';
+import type { ClientFrame, ServerFrame, SyncFrame } from '../protocol/client-frames.js';
+import type { PresenceSubFrame, PresenceUnsubFrame, TypingFrame } from '../protocol/client-presence-frames.js';
 import { CLOSE, CLOSE_REASONS } from '../protocol/codes.js';
 import { directConversationId } from '../protocol/ids.js';
 import { sendMediaRefs, type SendMediaRefs } from '../media/send-refs.js';
@@ -25,6 +26,7 @@ import type { ChannelFanout, ChannelSessions } from './channel-fanout.js';
 import { ConversationActor, createdConversationId } from './conversation-actor.js';
 import { confirmRead } from './conversation-receipts.js';
 import { CursorBatcher } from './cursor-batcher.js';
+import { DackBatcher, dacksOf } from './dack-batcher.js';
 import { ClockEpochSource, type EpochSource } from './epochs.js';
 import { ActorHost, type ActorKindSpec } from './host.js';
 import { silentLog, type ActorLog } from './log.js';
@@ -71,6 +73,8 @@ export interface ShardActorsOptions {
   media?: SendMediaRefs;
   /** groups.maxMembers (ConversationDeps.maxMembers); default 1024. */
   maxGroupMembers?: number;
+  /** groups.fanoutWindowMs (ConversationDeps.fanoutWindowMs); absent or 0: no window. */
+  groupFanoutWindowMs?: number;
   /** Live delivery of channel posts (ConversationDeps.channels); absent: per-member delivery. */
   channelFanout?: ChannelFanout;
   /**
@@ -252,8 +256,8 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
   let draining: Promise<void> | null = null;
 
   const convSpec: ActorKindSpec<ConvMsg> = {
-    create: (ctx) => new ConversationActor(ctx, { store, router, cursors, epochs, clock, log, maxCommitBatch: cfg.maxCommitBatch, maxQueuedSends: cfg.mailboxCapacity, media, ...(o.maxGroupMembers === undefined ? {} : { maxMembers: o.maxGroupMembers }), ...(o.channelFanout === undefined ? {} : { channels: o.channelFanout }) }),
-    lane: (m) => (m.t === 'committed' || m.t === 'commit_failed' ? 'system' : 'user'),
+    create: (ctx) => new ConversationActor(ctx, { store, router, cursors, epochs, clock, log, maxCommitBatch: cfg.maxCommitBatch, maxQueuedSends: cfg.mailboxCapacity, media, ...(o.maxGroupMembers === undefined ? {} : { maxMembers: o.maxGroupMembers }), ...(o.groupFanoutWindowMs === undefined ? {} : { fanoutWindowMs: o.groupFanoutWindowMs }), ...(o.channelFanout === undefined ? {} : { channels: o.channelFanout }) }),
+    lane: (m) => (m.t === 'committed' || m.t === 'commit_failed' || m.t === 'fanout' ? 'system' : 'user'),
     reject: (_key, m, reason, cause) => {
       // A draining node's `shutting_down` tells a client to wait for its reconnect; a sender on
       // another node is not being disconnected, so it gets the retry-now code instead.
@@ -269,7 +273,7 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
           confirmRead(router, m.session, _key, 0);
           return;
         case 'delivered':
-          router.push(m.session, errorFor(code));
+          for (const d of dacksOf(m)) router.push(d.session, errorFor(code));
           return;
         case 'op':
         case 'members':
@@ -278,17 +282,21 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
           return;
         case 'committed':
         case 'commit_failed':
-          log.error({ reason }, 'a commit result was rejected by its own actor');
+        case 'fanout':
+          log.error({ reason, t: m.t }, 'an internal message was rejected by its own actor');
           return;
       }
     },
   };
 
   // One deps object for every user actor of the shard (there is one actor per connected user).
+  // Dacks forwarded to conversation actors, one message per conversation per event-loop turn.
+  const dacks = new DackBatcher((conv, msg) => router.tell('conv', conv, msg));
   const userDeps = {
     router,
     clock,
     log,
+    dacks,
     deliveryRetryMs: cfg.deliveryRetryMs,
     deliveryMaxRetries: cfg.deliveryMaxRetries,
     maxPendingPerDevice: o.maxPendingPerDevice ?? 1024,
@@ -437,6 +445,8 @@ export function createShardActors(o: ShardActorsOptions): ShardActors {
 
   async function drain(): Promise<void> {
     draining ??= (async () => {
+      // Dacks waiting for the end of the turn reach their conversations before those end.
+      dacks.flush();
       await host.drain();
       await cursors.flush();
     })();

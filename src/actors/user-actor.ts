@@ -14,6 +14,7 @@
 import { CLOSE, CLOSE_REASONS } from '../protocol/codes.js';
 import type { MsgFrame, ReceiptFrame } from '../protocol/client-frames.js';
 import type { Clock, TimerHandle } from './clock.js';
+import type { DackBatcher } from './dack-batcher.js';
 import type { Actor, ActorContext } from './host.js';
 import type { ActorLog } from './log.js';
 import type { DeliveredEntry, UserDack, UserDeliver, UserMsg, UserReceipt } from './messages.js';
@@ -30,6 +31,8 @@ export interface UserDeps {
   deliveryMaxRetries: number;
   /** Unacknowledged deliveries one device may hold before it is disconnected to resync. */
   maxPendingPerDevice: number;
+  /** Coalesces the dacks forwarded to conversation actors (one message per conversation per turn); absent: one each. */
+  dacks?: DackBatcher;
   /**
    * Wakes a user with no attached device (src/jobs/push PushService: a content-free push, collapsed
    * per user). Fire and forget: never awaited, never fails delivery. Absent: no push. `lost` is true
@@ -210,7 +213,9 @@ export class UserActor implements Actor<UserMsg> {
         this.arm(d);
       }
     }
-    if (m.stored !== true) this.deps.router.tell('conv', m.conv, { t: 'delivered', session: m.session, seq: m.seq });
+    if (m.stored === true) return;
+    if (this.deps.dacks !== undefined) this.deps.dacks.add(m.conv, m.session, m.seq);
+    else this.deps.router.tell('conv', m.conv, { t: 'delivered', session: m.session, seq: m.seq });
   }
 
   private onReceipt(m: UserReceipt): void {

@@ -1,4 +1,5 @@
 import { Counter } from 'prom-client';
+import type { AuthConfig } from '../config/schema.js';
 import { registry } from '../metrics/registry.js';
 import type { TokenVerifier } from './token-verifier.js';
 import { REMOVED, type VerifyOutcome } from './verify.js';
@@ -15,14 +16,21 @@ import { REMOVED, type VerifyOutcome } from './verify.js';
  * Contract:
  * - `put` records a removal at `removedAtMs` (milliseconds since the epoch, the server's clock); a
  *   later removal of the same device overwrites it. Durable when its promise resolves.
- * - `get` is the latest removal time of the device, or null when it was never removed.
- * - Rows are never deleted: one small row per removed device. A device that comes back with a newer
- *   token keeps its tombstone, which keeps refusing the tokens issued before the removal (a lost
- *   phone's token stays refused until it expires, and after).
+ * - `get` is the latest removal time of the device, or null when it was never removed or its
+ *   tombstone is older than `keepMs`.
+ * - A tombstone is kept `keepMs` (tombstoneKeepMs: auth.maxTokenLifetimeS + auth.clockToleranceS,
+ *   plus a second for iat's resolution) and then dropped: scylla rows carry it as their TTL (fixed
+ *   when written), embedded rows are swept. Until then a device that comes back with a newer token
+ *   keeps its tombstone, which keeps refusing the tokens issued before the removal. After it no such
+ *   token can still verify: verification refuses a token without iat, with iat in the future, or
+ *   with exp - iat above the bound (src/auth/verify.ts), so a token issued before the removal has
+ *   expired by then (a lost phone's token stays refused).
  * - Errors are StoreError (retryable when the engine is unreachable).
  */
 export interface DeviceTombstones {
   readonly engine: 'embedded' | 'scylla' | 'memory';
+  /** How long a tombstone is kept after its removal time, in ms. */
+  readonly keepMs: number;
   open(): Promise<void>;
   close(): Promise<void>;
   put(user: string, device: string, removedAtMs: number): Promise<void>;
@@ -33,6 +41,10 @@ export interface DeviceTombstones {
 export class MemoryTombstones implements DeviceTombstones {
   readonly engine = 'memory' as const;
   private readonly rows = new Map<string, number>();
+  constructor(
+    readonly keepMs = Number.POSITIVE_INFINITY,
+    private readonly now: () => number = Date.now,
+  ) {}
   open(): Promise<void> {
     return Promise.resolve();
   }
@@ -44,8 +56,21 @@ export class MemoryTombstones implements DeviceTombstones {
     return Promise.resolve();
   }
   get(user: string, device: string): Promise<number | null> {
-    return Promise.resolve(this.rows.get(`${user}\u0000${device}`) ?? null);
+    const key = `${user}\u0000${device}`;
+    const at = this.rows.get(key);
+    if (at === undefined || at + this.keepMs > this.now()) return Promise.resolve(at ?? null);
+    this.rows.delete(key);
+    return Promise.resolve(null);
   }
+}
+
+/**
+ * How long a tombstone must be kept: a token issued in or before the second of the removal
+ * (iat <= removal) has exp <= iat + maxTokenLifetimeS and verifies until exp + clockToleranceS at
+ * most; one second more covers iat's one-second resolution.
+ */
+export function tombstoneKeepMs(auth: Pick<AuthConfig, 'maxTokenLifetimeS' | 'clockToleranceS'>): number {
+  return (auth.maxTokenLifetimeS + auth.clockToleranceS + 1) * 1000;
 }
 
 export type TombstoneCheck = 'none' | 'newer_token' | 'refused';
@@ -55,6 +80,11 @@ export const tombstoneMetrics = {
     name: 'ticks_devices_tombstone_checks_total',
     help: 'Verified tokens checked against device tombstones: none (device never removed), newer_token (issued after the removal: accepted), refused (issued before it, or without iat).',
     labelNames: ['result'] as const,
+    registers: [registry],
+  }),
+  pruned: new Counter({
+    name: 'ticks_devices_tombstones_pruned_total',
+    help: 'Device tombstones removed by the embedded engine after they were no longer needed (auth.maxTokenLifetimeS + auth.clockToleranceS after the removal); scylla rows expire by TTL and are not counted.',
     registers: [registry],
   }),
 };

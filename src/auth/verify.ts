@@ -9,7 +9,9 @@ import { isDeviceId, isUserId } from '../protocol/ids.js';
  * verifies public-key tokens (src/auth/verify-task.ts). Pure apart from the crypto: no I/O.
  *
  * jose's `jwtVerify` alone accepts a token without `exp` and with any `aud` (see NOTES.md), so every
- * call passes the algorithm allow-list, issuer, audience and `requiredClaims: ['exp', 'sub']`.
+ * call passes the algorithm allow-list, issuer, audience and `requiredClaims: ['exp', 'sub']`; the
+ * lifetime bound (iat present and not in the future, exp - iat <= auth.maxTokenLifetimeS) is checked
+ * here after jose, since jose's own `maxTokenAge` bounds the age at verification, not exp - iat.
  */
 
 /** Expected outcomes are data: a bad token is a result, not an exception. */
@@ -23,14 +25,18 @@ export type VerifyOutcome =
       /** `iat` claim, seconds since the epoch, when present (compared with device removals). */
       iat?: number;
     }
-  /** `removed`: a valid token of a device removed after it was issued (src/auth/tombstones.ts). */
-  | { ok: false; reason: 'expired' | 'invalid' | 'missing' | 'removed' };
+  /**
+   * `removed`: a valid token of a device removed after it was issued (src/auth/tombstones.ts).
+   * `lifetime`: a correctly signed token without `iat`, with `iat` in the future, or whose `exp - iat`
+   * exceeds auth.maxTokenLifetimeS.
+   */
+  | { ok: false; reason: 'expired' | 'invalid' | 'missing' | 'removed' | 'lifetime' };
 
 export type JwtAlgorithm = AuthConfig['algorithms'][number];
 export type PublicKeyAlgorithm = Exclude<JwtAlgorithm, 'HS256'>;
 
 /** The part of the auth config that verification needs; structured-cloneable (sent to piscina). */
-export type VerifySettings = Pick<AuthConfig, 'algorithms' | 'issuer' | 'audience' | 'deviceClaim' | 'clockToleranceS'>;
+export type VerifySettings = Pick<AuthConfig, 'algorithms' | 'issuer' | 'audience' | 'deviceClaim' | 'clockToleranceS' | 'maxTokenLifetimeS'>;
 
 /** Tokens longer than this are rejected unparsed: no legitimate token comes near it. */
 export const MAX_TOKEN_CHARS = 8192;
@@ -39,6 +45,9 @@ export const INVALID: VerifyOutcome = Object.freeze({ ok: false, reason: 'invali
 export const EXPIRED: VerifyOutcome = Object.freeze({ ok: false, reason: 'expired' });
 export const MISSING: VerifyOutcome = Object.freeze({ ok: false, reason: 'missing' });
 export const REMOVED: VerifyOutcome = Object.freeze({ ok: false, reason: 'removed' });
+export const LIFETIME: VerifyOutcome = Object.freeze({ ok: false, reason: 'lifetime' });
+/** What a client is told about a `lifetime` refusal (WebSocket error frame, HTTP 401 message). */
+export const LIFETIME_MESSAGE = 'token lifetime out of bounds: iat is required, not in the future, and exp - iat at most auth.maxTokenLifetimeS';
 
 export function settingsOf(auth: AuthConfig): VerifySettings {
   return {
@@ -47,6 +56,7 @@ export function settingsOf(auth: AuthConfig): VerifySettings {
     audience: auth.audience,
     deviceClaim: auth.deviceClaim,
     clockToleranceS: auth.clockToleranceS,
+    maxTokenLifetimeS: auth.maxTokenLifetimeS,
   };
 }
 
@@ -85,11 +95,23 @@ export function loadPublicKeys(pems: readonly string[], algorithms: readonly Jwt
   return out;
 }
 
-function outcomeOf(payload: JWTPayload, deviceClaim: string): VerifyOutcome {
-  const device = payload[deviceClaim];
+/**
+ * The bound on token lifetime: `iat` present, not later than now (within the clock tolerance), and
+ * `exp - iat` at most `maxTokenLifetimeS`. So no accepted token outlives its issue time by more than
+ * the bound plus the tolerance, which is what lets device tombstones expire (src/auth/tombstones.ts).
+ */
+export function withinLifetime(iatS: number | undefined, expS: number, s: Pick<VerifySettings, 'clockToleranceS' | 'maxTokenLifetimeS'>, nowS: number): boolean {
+  return iatS !== undefined && iatS <= nowS + s.clockToleranceS && expS - iatS <= s.maxTokenLifetimeS;
+}
+
+function outcomeOf(payload: JWTPayload, s: VerifySettings): VerifyOutcome {
+  const device = payload[s.deviceClaim];
   if (!isUserId(payload.sub) || !isDeviceId(device) || typeof payload.exp !== 'number') return INVALID;
+  // jose has checked that iat, when present, is a number.
+  const iat = typeof payload.iat === 'number' ? payload.iat : undefined;
+  if (!withinLifetime(iat, payload.exp, s, Date.now() / 1000)) return LIFETIME;
   const out: Extract<VerifyOutcome, { ok: true }> = { ok: true, user: payload.sub, device, exp: payload.exp };
-  if (typeof payload.iat === 'number') out.iat = payload.iat;
+  if (iat !== undefined) out.iat = iat;
   return out;
 }
 
@@ -113,7 +135,7 @@ export async function verifyJwt(
         requiredClaims: ['exp', 'sub'],
         clockTolerance: s.clockToleranceS,
       });
-      return outcomeOf(payload, s.deviceClaim);
+      return outcomeOf(payload, s);
     } catch (err) {
       if (err instanceof errors.JWSSignatureVerificationFailed) continue;
       if (err instanceof errors.JWTExpired) return EXPIRED;

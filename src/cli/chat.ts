@@ -66,7 +66,7 @@ function devTokenProvider(user: string, device: string, io: CliIO): () => Promis
   if (secret === undefined) {
     throw new UsageError('no --token, and no HS256 secret to mint one: set TICKS_AUTH_HS256_SECRET or TICKS_AUTH_DEV_TOKENS=true');
   }
-  return () => mintHs256Token({ secret: secret.secret, user, device, ttlS: TOKEN_TTL_S, settings: settingsOf(cfg.auth) });
+  return () => mintHs256Token({ secret: secret.secret, user, device, ttlS: Math.min(TOKEN_TTL_S, cfg.auth.maxTokenLifetimeS), settings: settingsOf(cfg.auth) });
 }
 
 /** Runs the chat until /quit, end of input (0) or a terminal close (1). */

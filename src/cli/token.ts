@@ -18,7 +18,7 @@ export const tokenCommand: Command = {
     '<dataDir>/dev-secret when auth.devTokens is on (created when missing). Reads the same',
     'configuration as the node: config/default.json (or TICKS_CONFIG) and TICKS_* variables.',
     '',
-    '  --ttl <duration>   lifetime: 90s, 15m, 24h, 7d (default 24h, at most 365d)',
+    '  --ttl <duration>   lifetime: 90s, 15m, 24h, 7d (default 24h, at most auth.maxTokenLifetimeS)',
     '',
     'Connect with:  Authorization: Bearer <token>   or   ws://host:port/ws?v=1&token=<token>',
   ].join('\n'),
@@ -27,10 +27,12 @@ export const tokenCommand: Command = {
     if (positional.length !== 2) throw new UsageError('expected <user> and <device>');
     const [user, device] = positional as [string, string];
     const ttl = options.get('ttl');
-    const ttlS = typeof ttl === 'string' ? parseDurationS(ttl) : 24 * 3600;
-    if (ttlS < 1 || ttlS > MAX_TTL_S) throw new UsageError('--ttl must be between 1s and 365d');
-
     const cfg = loadConfig({ env: io.env, warn: io.err });
+    // The node refuses tokens that live longer than auth.maxTokenLifetimeS.
+    const maxS = Math.min(MAX_TTL_S, cfg.auth.maxTokenLifetimeS);
+    const ttlS = typeof ttl === 'string' ? parseDurationS(ttl) : Math.min(24 * 3600, maxS);
+    if (ttlS < 1 || ttlS > maxS) throw new UsageError(`--ttl must be between 1s and ${maxS}s (auth.maxTokenLifetimeS)`);
+
     const secret = resolveHs256Secret(cfg, { create: true });
     if (secret === undefined) {
       io.err(

@@ -1,4 +1,13 @@
-import type { ConversationKind, HelloFrame, MemberEntry, MessageEntry, ReceiptKind, Role, SentFrame, ServerFrame, SyncedFrame } from '../protocol/client-frames.js';
+import type {
+  ConversationKind,
+  HelloFrame,
+  MessageEntry,
+  ReceiptKind,
+  SentFrame,
+  ServerFrame,
+  SyncedFrame,
+} from '../protocol/client-frames.js';
+import type { MemberEntry, ReceiptsStateFrame, Role } from '../protocol/client-conv-frames.js';
 import { CLIENT_MSG_ID_PATTERN, MAX_PAGE_LIMIT, MAX_SEND_MEDIA } from '../protocol/client-frames.js';
 import { isConversationId, isMediaId, isUserId } from '../protocol/ids.js';
 import { AckBatcher } from './acks.js';
@@ -95,14 +104,7 @@ export interface MembersPage {
 }
 
 /** Who of a group's members received and read a seq, and up to where all of them did. */
-export interface ReceiptsState {
-  conv: string;
-  seq: number;
-  delivered: string[];
-  read: string[];
-  deliveredAll: number;
-  readAll: number;
-}
+export type ReceiptsState = Omit<ReceiptsStateFrame, 't' | 'id'>;
 
 /** Attempts of a group/channel request on retryable errors (they are idempotent). */
 const CONV_REQUEST_ATTEMPTS = 5;

@@ -1,12 +1,6 @@
 import type {
   ClientFrame,
-  ConvOkFrame,
-  ConvOpFrame,
   DackFrame,
-  MembersFrame,
-  MembersPageFrame,
-  ReceiptsFrame,
-  ReceiptsStateFrame,
   HelloFrame,
   HistoryFrame,
   HistoryPageFrame,
@@ -20,6 +14,14 @@ import type {
   SyncedFrame,
   SyncFrame,
 } from '../protocol/client-frames.js';
+import type {
+  ConvOkFrame,
+  ConvOpFrame,
+  MembersFrame,
+  MembersPageFrame,
+  ReceiptsFrame,
+  ReceiptsStateFrame,
+} from '../protocol/client-conv-frames.js';
 import { MAX_INFLIGHT_REQUESTS } from '../protocol/client-frames.js';
 import { decodeServerFrame, encodeClientFrame } from '../protocol/codec.js';
 import type { Clock, TimerHandle } from './timing.js';

@@ -1,5 +1,6 @@
 import { TicksError } from '../lib/errors.js';
-import type { ConversationKind, HelloFrame, ReceiptKind, SysEvent } from '../protocol/client-frames.js';
+import type { ConversationKind, HelloFrame, ReceiptKind } from '../protocol/client-frames.js';
+import type { SysEvent } from '../protocol/client-conv-frames.js';
 
 /**
  * Public types of the client SDK: what the app receives in events and from calls. Pure types plus

@@ -12,7 +12,7 @@
  *   out as ONE bus publish per node (to one of its listed endpoints, `fwd` set), and that thread
  *   hands it to the other shards of its node. A node with no subscriber of the channel gets nothing.
  *   Lookups start at once; the publishes of one thread are issued in post order (one Redis
- *   connection keeps them in order), as the user fan-out of src/cluster/routing.ts does.
+ *   connection keeps them in order), as the user fan-out of src/cluster/user-fanout.ts does.
  * Nothing is kept per subscriber and nothing is retried: delivery is at-most-once, and a subscriber
  * that missed a post (offline, lost frame, slow socket) catches up by cursor with `sync`.
  *
@@ -57,7 +57,7 @@ import type { Store } from '../store/store.js';
 import type { Bus } from './bus/bus.js';
 import type { ChannelInterest } from './channels/interest.js';
 import { channelMetrics, type PublishResult } from './channels/metrics.js';
-import { endpointOf } from './routing.js';
+import { endpointOf } from './thread-sessions.js';
 import type { SessionRegistry } from './sessions/sessions.js';
 
 export interface ClusterChannelsOptions {
@@ -151,7 +151,7 @@ export class ClusterChannels implements ChannelFanout, ChannelSessions {
       this.o.log.warn({ err }, 'channel interest lookup failed; other nodes miss this post live (their subscribers sync)');
       return [] as string[];
     });
-    // Issue order = post order; the publishes' answers are not waited for (see routing.ts).
+    // Issue order = post order; the publishes' answers are not waited for (see user-fanout.ts).
     this.chain = Promise.all([this.chain, lookup]).then(
       ([, endpoints]) => {
         this.issued = this.toNodes(conv, entries, endpoints);

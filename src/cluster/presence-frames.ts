@@ -23,7 +23,8 @@
 import type { PresenceFrames } from '../actors/shard-actors.js';
 import type { ActorLog } from '../actors/log.js';
 import type { SessionRef } from '../actors/session.js';
-import { errorFrame, type PresenceSubFrame, type PresenceUnsubFrame, type ServerFrame, type TypingFrame } from '../protocol/client-frames.js';
+import { errorFrame, type ServerFrame } from '../protocol/client-frames.js';
+import type { PresenceSubFrame, PresenceUnsubFrame, TypingFrame } from '../protocol/client-presence-frames.js';
 import { parseDirectConversationId } from '../protocol/ids.js';
 import type { Store } from '../store/store.js';
 import type { Presence, PresenceEvent, PresenceInfo, Watcher } from './presence/presence.js';

@@ -2,8 +2,8 @@ import { Counter, Gauge } from 'prom-client';
 import { registry } from '../metrics/registry.js';
 
 /**
- * Metrics of cross-node routing (src/cluster/routing.ts), per shard thread, merged per node.
- * Labels are closed sets; never a conversation, user or node id.
+ * Metrics of cross-node routing (src/cluster/routing.ts and the modules it names), per shard
+ * thread, merged per node. Labels are closed sets; never a conversation, user or node id.
  */
 export type ConvRouteResult =
   /** Delivered to the local activation (this thread holds the lease). */

@@ -83,6 +83,7 @@ const authSchema = z.strictObject({
     .describe('PEM (SPKI) public keys for EdDSA/ES256 tokens; a token verifies if any key of its algorithm accepts it.'),
   deviceClaim: z.string().min(1).default('dev').describe('Claim that names the device (the user is `sub`).'),
   clockToleranceS: z.number().int().min(0).max(300).default(5).describe('Allowed clock skew for exp/nbf.'),
+  maxTokenLifetimeS: z.number().int().min(1).max(365 * 86_400).default(30 * 86_400).describe('Longest token lifetime accepted, in seconds (default 30 days): a token must carry iat, not in the future (beyond clockToleranceS), and exp - iat at most this; others are refused (close 4500, HTTP 401 auth.lifetime). It bounds how long a removed device\'s tombstone is needed: tombstones are dropped this plus clockToleranceS after the removal.'),
   devTokens: z
     .boolean()
     .default(false)
@@ -242,7 +243,15 @@ const jobsSchema = z.strictObject({
 
 const groupsSchema = z.strictObject({
   maxMembers: z.number().int().min(2).max(100_000).default(1024).describe('Most members of a group (fan-out on write to every member device); adding more answers group_full. Channels have no limit.'),
+  fanoutWindowMs: z.number().int().min(0).max(1000).default(20).describe('A group\'s deliveries go to its members at most once per this many ms: a message after a quiet window goes out at once, later ones within the window are held and go together at its end (one deliver per member and one socket write per device for all of them). Adds at most this much latency, and only to groups busier than one message per window; it is what lets one node core fan out ~400k group deliveries/s (bench/RESULTS.md). 0: every group commit is fanned out when it completes.'),
   channelPublishWindowMs: z.number().int().min(0).max(1000).default(0).describe('Live channel posts are held up to this long per shard thread and written together (one socket write per subscriber per window instead of per post batch): fewer writes at high post rates, for that much added latency. 0: posts go out in the event-loop turn they arrive in.'),
+});
+
+const retentionSchema = z.strictObject({
+  departuresS: z
+    .number().int().min(1).max(3650 * 86_400)
+    .default(90 * 86_400)
+    .describe('Seconds a departure (a user removed from or leaving a group or channel) is kept so that the user\'s devices whose cursor is below it learn the removal through sync (synced.left); default 90 days. After it, a device offline longer than this only sees the conversation gone from its sync. Scylla rows carry it as a TTL fixed when written (a change applies to later departures); embedded rows are swept.'),
 });
 
 export const configSchema = z.strictObject({
@@ -266,6 +275,7 @@ export const configSchema = z.strictObject({
   media: mediaSchema.prefault({}),
   keys: keysSchema.prefault({}),
   cluster: clusterSchema.prefault({}),
+  retention: retentionSchema.prefault({}),
 });
 
 export type Config = z.infer<typeof configSchema>;
@@ -279,3 +289,4 @@ export type KeysConfig = Config['keys'];
 export type ClusterConfig = Config['cluster'];
 export type PushConfig = Config['push'];
 export type JobsConfig = Config['jobs'];
+export type RetentionConfig = Config['retention'];

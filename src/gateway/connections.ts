@@ -64,20 +64,35 @@ export interface Outbox {
   bytes: number;
 }
 
-/** Server frames that answer a request and so end it: its `sent`, `synced`, `history.page`, `pong` or `error`. */
+/**
+ * Which server frames answer a request and so end it (one per request with an id; `sync.batch`
+ * carries the id of a sync that its `synced` ends). Every frame type is listed, so a new one has to
+ * be classified: a missed answer leaks a slot of the connection's MAX_INFLIGHT_REQUESTS for good
+ * (conv.ok, members.page and receipts.state once did, and 64 group operations locked a connection
+ * out of sending).
+ */
+const ANSWERS: Record<ServerFrame['t'], boolean> = {
+  hello: false,
+  sent: true,
+  msg: false,
+  receipt: false,
+  'sync.batch': false,
+  synced: true,
+  'keys.low': false,
+  'history.page': true,
+  pong: true,
+  'presence.state': true,
+  presence: false,
+  'typing.event': false,
+  'conv.ok': true,
+  'members.page': true,
+  'receipts.state': true,
+  error: true,
+};
+
+/** The frame answers a request: one of ANSWERS, or an error with the request's id. */
 export function isAnswer(frame: ServerFrame): boolean {
-  switch (frame.t) {
-    case 'sent':
-    case 'synced':
-    case 'history.page':
-    case 'pong':
-    case 'presence.state':
-      return true;
-    case 'error':
-      return frame.id !== undefined;
-    default:
-      return false;
-  }
+  return frame.t === 'error' ? frame.id !== undefined : ANSWERS[frame.t];
 }
 
 /** The part of a uWS WebSocket the table uses (a fake in unit tests). */

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram } from 'prom-client';
-import { CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES } from '../protocol/client-frames.js';
+import { CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES } from '../protocol/client-frame-schemas.js';
 import { CLOSE } from '../protocol/codes.js';
+import { FastHistogram } from '../metrics/fast-histogram.js';
 import { registry } from '../metrics/registry.js';
 
 /**
@@ -57,7 +58,7 @@ export const gatewayMetrics = {
     labelNames: ['reason'] as const,
     registers,
   }),
-  backpressureBytes: new Histogram({
+  backpressureBytes: new FastHistogram({
     name: 'ticks_gateway_backpressure_bytes',
     help: 'Bytes buffered for a socket after a send that could not be written at once.',
     buckets: [1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304],

@@ -1,5 +1,6 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
+import { LIFETIME_MESSAGE } from '../auth/verify.js';
 
 /**
  * Small helpers for the JSON/HTTP endpoints beside the WebSocket (media in src/media/http.ts, prekeys
@@ -102,7 +103,9 @@ export async function authenticate(verify: TokenVerifier, token: string | undefi
       ? 'missing bearer token (Authorization: Bearer <jwt>)'
       : outcome.reason === 'removed'
         ? 'device removed; a token issued after the removal registers it again'
-        : `${outcome.reason} token`;
+        : outcome.reason === 'lifetime'
+          ? LIFETIME_MESSAGE
+          : `${outcome.reason} token`;
   throw new HttpError(401, `auth.${outcome.reason}`, why, { 'WWW-Authenticate': 'Bearer' });
 }
 

@@ -1,7 +1,7 @@
 import type uWS from 'uWebSockets.js';
 import type { SessionHandler, SessionRef } from '../actors/session.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
-import type { VerifyOutcome } from '../auth/verify.js';
+import { LIFETIME_MESSAGE, type VerifyOutcome } from '../auth/verify.js';
 import type { GatewayConfig } from '../config/schema.js';
 import type { Logger } from '../lib/log.js';
 import { errorFrame, MAX_INFLIGHT_REQUESTS, type ClientFrame, type HelloFrame } from '../protocol/client-frames.js';
@@ -78,6 +78,8 @@ function refusalOf(outcome: Exclude<VerifyOutcome, { ok: true }>): Refusal {
       return { close: CLOSE.badToken, code: 'unauthorized', msg: 'invalid token', result: 'auth_failed' };
     case 'removed':
       return { close: CLOSE.deviceRemoved, code: 'unauthorized', msg: 'device removed; a token issued after the removal registers it again', result: 'device_removed' };
+    case 'lifetime':
+      return { close: CLOSE.badToken, code: 'unauthorized', msg: LIFETIME_MESSAGE, result: 'auth_failed' };
   }
 }
 

@@ -15,7 +15,7 @@
  * within `maxWaitMs` (`jobs.unavailable`, `jobs.timeout`, both retryable): the caller answers the sync
  * with a retryable error and the client retries with backoff, which is itself the back-pressure.
  */
-import type { CursorEntry, UserConversation } from '../store/types.js';
+import { joinFloor, type CursorEntry, type UserConversation } from '../store/types.js';
 import { Counter, Histogram } from 'prom-client';
 import { registry } from '../metrics/registry.js';
 import { JobError } from './errors.js';
@@ -69,11 +69,19 @@ const metrics = {
   }),
 };
 
-/** Messages a device is missing: per conversation, head minus the device's cursor (never negative). */
+/**
+ * Messages a device is missing: per conversation, head minus where its sync starts (never negative).
+ * Sync starts after the device's cursor, or at the member's join floor when the cursor is below it
+ * (src/actors/sync.ts): the seqs below a group member's floor are never sent to it, so they are not
+ * counted either (a member added to a group with a long history has no backlog from before it).
+ */
 export function backlogOf(convs: readonly UserConversation[], cursors: ReadonlyMap<string, number> | readonly CursorEntry[]): number {
   const at = cursors instanceof Map ? cursors : new Map((cursors as readonly CursorEntry[]).map((c) => [c.conversationId, c.seq]));
   let n = 0;
-  for (const c of convs) n += Math.max(0, c.head - (at.get(c.conversationId) ?? 0));
+  for (const c of convs) {
+    const after = Math.max(at.get(c.conversationId) ?? 0, joinFloor(c.kind, c.fromSeq) - 1);
+    n += Math.max(0, c.head - after);
+  }
   return n;
 }
 

@@ -1,5 +1,5 @@
 import type { SessionRef } from '../actors/session.js';
-import { parseRegistryConn } from '../cluster/routing.js';
+import { parseRegistryConn } from '../cluster/thread-sessions.js';
 import type { SessionRegistry } from '../cluster/sessions/sessions.js';
 import type { Logger } from '../lib/log.js';
 import type { KeysLowFrame } from '../protocol/client-frames.js';

@@ -1,11 +1,16 @@
-import { z } from 'zod';
 import { ERROR_CODES, type ErrorCode } from './codes.js';
-import { isConversationId, isMediaId, isUserId } from './ids.js';
+import type { ConvCreateFrame, ConvJoinFrame, ConvLeaveFrame, ConvMetaFrame, ConvOkFrame, MemberAddFrame, MemberRemoveFrame, MemberRoleFrame, MembersFrame, MembersPageFrame, ReceiptsFrame, ReceiptsStateFrame, SysEvent } from './client-conv-frames.js';
+import type { PresenceEventFrame, PresenceStateFrame, PresenceSubFrame, PresenceUnsubFrame, TypingEventFrame, TypingFrame } from './client-presence-frames.js';
 
 /**
  * Frames of the client wire protocol, version 1: one msgpack map `{ t, ...fields }` per binary
  * WebSocket message. docs/PROTOCOL.md is the prose contract; these types and schemas are the
  * executable one. Pure code, shared by the gateway and the client SDK.
+ *
+ * This file holds the version, the messaging frames (send, receipts, sync, history, hello, errors)
+ * and the ClientFrame and ServerFrame unions. Beside it: client-conv-frames.ts (groups and
+ * channels: membership, metadata, member pages, group receipts), client-presence-frames.ts
+ * (presence and typing) and client-frame-schemas.ts (the schemas that validate frames).
  *
  * Strict one way, lenient the other: the server rejects any client frame that is not exactly as
  * described (unknown keys, wrong types, out-of-range values), while clients accept server frames with
@@ -31,41 +36,12 @@ export const MAX_SYNC_CURSORS = 4096;
  * constant rather than a config key: it bounds per-connection server memory, not a deployment choice.
  */
 export const MAX_INFLIGHT_REQUESTS = 64;
-/**
- * Most users plus conversations in one `presence.sub` or `presence.unsub`. What a connection may
- * watch in all is cluster.presenceCap (exceeding it answers too_many_watches).
- */
-export const MAX_PRESENCE_TARGETS = 256;
 
 /** Most media ids in one `send.media`. */
 export const MAX_SEND_MEDIA = 16;
-/** Most users in one `member.add` or `conv.create.members`. */
-export const MAX_MEMBERS_PER_OP = 256;
-/** Longest group or channel name, in UTF-16 code units. */
-export const MAX_CONV_NAME = 128;
 
 export type ConversationKind = 'direct' | 'group' | 'channel';
 export type ReceiptKind = 'delivered' | 'read';
-/** A member's role in a group or channel. Direct conversations have two `member`s. */
-export type Role = 'owner' | 'admin' | 'member';
-/** Kinds a client can create (direct conversations are created by the first send). */
-export type CreatableKind = 'group' | 'channel';
-export type SysOp = 'create' | 'add' | 'remove' | 'leave' | 'role' | 'meta';
-
-/**
- * A membership or metadata event of a group or channel, ordered in the log like a message (it holds
- * a seq; its entry has an empty body). `by` made the change; `users` are the users it concerns
- * (created with, added, removed, leaving, or whose role changed to `role`).
- */
-export interface SysEvent {
-  op: SysOp;
-  by: string;
-  users?: string[];
-  role?: Role;
-  name?: string;
-  avatar?: string;
-  kind?: CreatableKind;
-}
 
 // ---- client -> server ----------------------------------------------------------------------------
 
@@ -122,113 +98,6 @@ export interface PingFrame {
   id: number;
 }
 
-/**
- * Watch the presence (online, last seen) of `users` and the typing indicators of `convs`, the chats
- * open on this device (subscribe-on-open). Answered by `presence.state` with the users' current
- * presence; later changes arrive as `presence` and `typing.event` frames while the connection lives.
- * Idempotent; the watches of a connection end with it.
- */
-export interface PresenceSubFrame {
-  t: 'presence.sub';
-  id: number;
-  users?: string[];
-  convs?: string[];
-}
-
-/** Stop watching (a chat was closed). No answer; unknown targets are ignored. */
-export interface PresenceUnsubFrame {
-  t: 'presence.unsub';
-  users?: string[];
-  convs?: string[];
-}
-
-/** This device's user is typing (or paused) in `conv`. Never stored; no answer. */
-export interface TypingFrame {
-  t: 'typing';
-  conv: string;
-  state: TypingState;
-}
-
-export type TypingState = 'typing' | 'paused';
-
-/**
- * Create a group or channel; the creator is its owner, `members` join as `member`. The id is derived
- * from (user, kind, cmid), so a retried create returns the same conversation. Answered by `conv.ok`.
- */
-export interface ConvCreateFrame {
-  t: 'conv.create';
-  id: number;
-  cmid: string;
-  kind: CreatableKind;
-  name?: string;
-  avatar?: string;
-  members?: string[];
-}
-
-/** Add users to a group or channel (owner: any role; admin: role `member` only). */
-export interface MemberAddFrame {
-  t: 'member.add';
-  id: number;
-  conv: string;
-  users: string[];
-  role?: 'member' | 'admin';
-}
-
-export interface MemberRemoveFrame {
-  t: 'member.remove';
-  id: number;
-  conv: string;
-  user: string;
-}
-
-export interface MemberRoleFrame {
-  t: 'member.role';
-  id: number;
-  conv: string;
-  user: string;
-  role: Role;
-}
-
-/** Leave a group, or unsubscribe from a channel. */
-export interface ConvLeaveFrame {
-  t: 'conv.leave';
-  id: number;
-  conv: string;
-}
-
-/** Subscribe to a channel (any authenticated user). */
-export interface ConvJoinFrame {
-  t: 'conv.join';
-  id: number;
-  conv: string;
-}
-
-/** Change a group's or channel's name and/or avatar (a media id). */
-export interface ConvMetaFrame {
-  t: 'conv.meta';
-  id: number;
-  conv: string;
-  name?: string;
-  avatar?: string;
-}
-
-/** A page of members, ordered by user id, after `after`. Answered by `members.page`. */
-export interface MembersFrame {
-  t: 'members';
-  id: number;
-  conv: string;
-  after?: string;
-  limit: number;
-}
-
-/** Per-member delivered/read state of a group at `seq`. Answered by `receipts.state`. */
-export interface ReceiptsFrame {
-  t: 'receipts';
-  id: number;
-  conv: string;
-  seq: number;
-}
-
 export type ClientFrame =
   | SendFrame
   | DackFrame
@@ -248,8 +117,6 @@ export type ClientFrame =
   | ConvMetaFrame
   | MembersFrame
   | ReceiptsFrame;
-/** Client frames answered by `conv.ok` (or `error`). */
-export type ConvOpFrame = ConvCreateFrame | MemberAddFrame | MemberRemoveFrame | MemberRoleFrame | ConvLeaveFrame | ConvJoinFrame | ConvMetaFrame;
 export type ClientFrameType = ClientFrame['t'];
 export type ClientFrameOf<K extends ClientFrameType> = Extract<ClientFrame, { t: K }>;
 
@@ -412,70 +279,6 @@ export interface PongFrame {
   id: number;
 }
 
-/** A user's presence: online now, and last seen (server ms; null when never seen). */
-export interface PresenceEntry {
-  user: string;
-  online: boolean;
-  lastSeen: number | null;
-}
-
-/** Answer to `presence.sub`: the current presence of the users it named (in request order). */
-export interface PresenceStateFrame {
-  t: 'presence.state';
-  id: number;
-  users: PresenceEntry[];
-}
-
-/** A watched user came online or went offline (`lastSeen` is the server time of the change). */
-export interface PresenceEventFrame extends PresenceEntry {
-  t: 'presence';
-}
-
-/** Another member's device is typing (or paused) in a watched conversation. */
-export interface TypingEventFrame {
-  t: 'typing.event';
-  conv: string;
-  user: string;
-  device: string;
-  state: TypingState;
-}
-
-/** A conversation operation succeeded. `seq` is its event's seq in the log, 0 when nothing was written. */
-export interface ConvOkFrame {
-  t: 'conv.ok';
-  id: number;
-  conv: string;
-  seq: number;
-}
-
-export interface MemberEntry {
-  user: string;
-  role: Role;
-  /** When the user joined (server ms). */
-  joined: number;
-}
-
-export interface MembersPageFrame {
-  t: 'members.page';
-  id: number;
-  conv: string;
-  members: MemberEntry[];
-  /** `after` for the next page, or null when this was the last. */
-  next: string | null;
-}
-
-/** Who of a group's members received and read `seq`, and up to where every member did. */
-export interface ReceiptsStateFrame {
-  t: 'receipts.state';
-  id: number;
-  conv: string;
-  seq: number;
-  delivered: string[];
-  read: string[];
-  deliveredAll: number;
-  readAll: number;
-}
-
 export interface ErrorFrame {
   t: 'error';
   /** The request id this answers, when the failed frame had one. */
@@ -515,230 +318,3 @@ export function errorFrame(code: ErrorCode, msg: string, id?: number, field?: st
   if (field !== undefined) frame.field = field;
   return frame;
 }
-
-// ---- schemas: client frames (strict) --------------------------------------------------------------
-
-const uint = z.int({ error: 'expected a non-negative safe integer' }).nonnegative({ error: 'expected a non-negative safe integer' });
-const conversationId = z.string({ error: 'expected a conversation id' }).refine(isConversationId, { error: 'expected a conversation id' });
-const userId = z.string({ error: 'expected a user id' }).refine(isUserId, { error: 'expected a user id' });
-const clientMsgId = z.string({ error: 'expected a string' }).regex(CLIENT_MSG_ID_PATTERN, { error: 'expected 1 to 64 printable ASCII characters' });
-const pageLimit = uint.min(1, { error: 'expected at least 1' }).max(MAX_PAGE_LIMIT, { error: `expected at most ${MAX_PAGE_LIMIT}` });
-
-const role = z.enum(['owner', 'admin', 'member']);
-const mediaId = z.string({ error: 'expected a media id' }).refine(isMediaId, { error: 'expected a media id (64 lower-case hex digits)' });
-const convName = z.string({ error: 'expected a string' }).max(MAX_CONV_NAME, { error: `at most ${MAX_CONV_NAME} characters` });
-const opUsers = z.array(userId).max(MAX_MEMBERS_PER_OP, { error: `at most ${MAX_MEMBERS_PER_OP} users` });
-
-const presenceUsers = z.array(userId).max(MAX_PRESENCE_TARGETS, { error: `at most ${MAX_PRESENCE_TARGETS} users` });
-const presenceConvs = z.array(conversationId).max(MAX_PRESENCE_TARGETS, { error: `at most ${MAX_PRESENCE_TARGETS} conversations` });
-
-/** Marks the issue that becomes `body_too_large` instead of `invalid_field`. */
-export const BODY_TOO_LARGE_PARAM = 'body_too_large';
-
-export type ClientFrameSchemas = { readonly [K in ClientFrameType]: z.ZodType<ClientFrameOf<K>> };
-
-/** Strict schemas of every client frame, with `send.body` bounded by `maxBodyBytes`. */
-export function createClientFrameSchemas(maxBodyBytes: number): ClientFrameSchemas {
-  const body = z
-    .instanceof(Uint8Array, { error: 'expected bytes (msgpack bin)' })
-    .refine((b) => b.byteLength <= maxBodyBytes, {
-      error: `body exceeds ${maxBodyBytes} bytes`,
-      params: { reason: BODY_TOO_LARGE_PARAM },
-    });
-  const send = z
-    .strictObject({
-      t: z.literal('send'),
-      id: uint,
-      to: userId.optional(),
-      conv: conversationId.optional(),
-      cmid: clientMsgId,
-      body,
-      media: z.array(mediaId).max(MAX_SEND_MEDIA, { error: `at most ${MAX_SEND_MEDIA} media ids` }).optional(),
-    })
-    .refine((f) => (f.to === undefined) !== (f.conv === undefined), {
-      error: 'exactly one of to and conv',
-      path: ['conv'],
-    });
-  return {
-    // The refinement above is what makes the output the `to` xor `conv` union zod cannot express.
-    send: send as z.ZodType<SendFrame>,
-    dack: z.strictObject({ t: z.literal('dack'), conv: conversationId, seq: uint }),
-    read: z.strictObject({ t: z.literal('read'), conv: conversationId, seq: uint }),
-    sync: z.strictObject({
-      t: z.literal('sync'),
-      id: uint,
-      cursors: z
-        .record(conversationId, uint)
-        .refine((c) => Object.keys(c).length <= MAX_SYNC_CURSORS, { error: `more than ${MAX_SYNC_CURSORS} cursors` })
-        .optional(),
-      limit: pageLimit.optional(),
-    }),
-    history: z.strictObject({
-      t: z.literal('history'),
-      id: uint,
-      conv: conversationId,
-      before: uint.optional(),
-      limit: pageLimit,
-    }),
-    ping: z.strictObject({ t: z.literal('ping'), id: uint }),
-    'presence.sub': z.strictObject({ t: z.literal('presence.sub'), id: uint, users: presenceUsers.optional(), convs: presenceConvs.optional() }),
-    'presence.unsub': z.strictObject({ t: z.literal('presence.unsub'), users: presenceUsers.optional(), convs: presenceConvs.optional() }),
-    typing: z.strictObject({ t: z.literal('typing'), conv: conversationId, state: z.enum(['typing', 'paused']) }),
-    'conv.create': z.strictObject({
-      t: z.literal('conv.create'),
-      id: uint,
-      cmid: clientMsgId,
-      kind: z.enum(['group', 'channel']),
-      name: convName.optional(),
-      avatar: mediaId.optional(),
-      members: opUsers.optional(),
-    }),
-    'member.add': z.strictObject({
-      t: z.literal('member.add'),
-      id: uint,
-      conv: conversationId,
-      users: opUsers.min(1, { error: 'at least 1 user' }),
-      role: z.enum(['member', 'admin']).optional(),
-    }),
-    'member.remove': z.strictObject({ t: z.literal('member.remove'), id: uint, conv: conversationId, user: userId }),
-    'member.role': z.strictObject({ t: z.literal('member.role'), id: uint, conv: conversationId, user: userId, role }),
-    'conv.leave': z.strictObject({ t: z.literal('conv.leave'), id: uint, conv: conversationId }),
-    'conv.join': z.strictObject({ t: z.literal('conv.join'), id: uint, conv: conversationId }),
-    'conv.meta': z
-      .strictObject({ t: z.literal('conv.meta'), id: uint, conv: conversationId, name: convName.optional(), avatar: mediaId.optional() })
-      .refine((f) => f.name !== undefined || f.avatar !== undefined, { error: 'at least one of name and avatar', path: ['name'] }),
-    members: z.strictObject({ t: z.literal('members'), id: uint, conv: conversationId, after: userId.optional(), limit: pageLimit }),
-    receipts: z.strictObject({ t: z.literal('receipts'), id: uint, conv: conversationId, seq: uint }),
-  };
-}
-
-export const CLIENT_FRAME_TYPES = Object.keys(createClientFrameSchemas(0)) as ClientFrameType[];
-
-// ---- schemas: server frames (lenient, for the SDK) ------------------------------------------------
-
-// Unknown keys are dropped, types are checked, ranges are not: the server is trusted to keep them,
-// and a newer server may widen them. An optional field may arrive as nil.
-function optional<T extends z.ZodType>(schema: T) {
-  return schema.nullish().transform((v) => v ?? undefined);
-}
-const num = z.number();
-const str = z.string();
-const bytes = z.instanceof(Uint8Array, { error: 'expected bytes (msgpack bin)' });
-const kind = z.enum(['direct', 'group', 'channel']);
-const sysEvent = z.object({
-  op: z.enum(['create', 'add', 'remove', 'leave', 'role', 'meta']),
-  by: str,
-  users: optional(z.array(str)),
-  role: optional(z.enum(['owner', 'admin', 'member'])),
-  name: optional(str),
-  avatar: optional(str),
-  kind: optional(z.enum(['group', 'channel'])),
-});
-const messageEntry = z.object({
-  seq: num,
-  mid: str,
-  from: str,
-  fdev: str,
-  body: bytes,
-  ts: num,
-  cmid: optional(str),
-  sys: optional(sysEvent),
-  media: optional(z.array(str)),
-});
-
-export const SERVER_FRAME_SCHEMAS: { readonly [K in ServerFrameType]: z.ZodType<ServerFrameOf<K>> } = {
-  hello: z.object({
-    t: z.literal('hello'),
-    v: num,
-    user: str,
-    device: str,
-    node: str,
-    limits: z.object({
-      maxFrameBytes: num,
-      maxBodyBytes: num,
-      framesPerSecond: num,
-      idleTimeoutS: num,
-      maxInflightRequests: num,
-    }),
-  }),
-  sent: z.object({ t: z.literal('sent'), id: num, conv: str, seq: num, mid: str, dup: z.boolean(), ts: num }),
-  msg: messageEntry.extend({ t: z.literal('msg'), conv: str, kind }),
-  receipt: z.object({
-    t: z.literal('receipt'),
-    conv: str,
-    kind: z.enum(['delivered', 'read']),
-    user: str,
-    device: optional(str),
-    seq: num,
-    all: optional(z.literal(true)),
-  }),
-  'sync.batch': z.object({
-    t: z.literal('sync.batch'),
-    id: num,
-    conv: str,
-    kind,
-    msgs: z.array(messageEntry),
-    head: num,
-    expired: optional(z.boolean()),
-    retainedFrom: optional(num),
-    from: optional(num),
-  }),
-  synced: z.object({
-    t: z.literal('synced'),
-    id: num,
-    heads: z.record(str, num),
-    reads: z.record(str, num),
-    more: z.boolean(),
-    peers: optional(z.record(str, z.object({ user: str, delivered: num, read: num }))),
-    unread: optional(z.record(str, num)),
-    unreadTotal: optional(num),
-    from: optional(z.record(str, num)),
-    left: optional(z.record(str, num)),
-  }),
-  'keys.low': z.object({ t: z.literal('keys.low'), remaining: num, threshold: num }),
-  'history.page': z.object({
-    t: z.literal('history.page'),
-    id: num,
-    conv: str,
-    msgs: z.array(messageEntry),
-    next: num.nullable(),
-    expired: z.boolean(),
-    from: optional(num),
-  }),
-  pong: z.object({ t: z.literal('pong'), id: num }),
-  'presence.state': z.object({
-    t: z.literal('presence.state'),
-    id: num,
-    users: z.array(z.object({ user: str, online: z.boolean(), lastSeen: num.nullable() })),
-  }),
-  presence: z.object({ t: z.literal('presence'), user: str, online: z.boolean(), lastSeen: num.nullable() }),
-  'typing.event': z.object({ t: z.literal('typing.event'), conv: str, user: str, device: str, state: z.enum(['typing', 'paused']) }),
-  'conv.ok': z.object({ t: z.literal('conv.ok'), id: num, conv: str, seq: num }),
-  'members.page': z.object({
-    t: z.literal('members.page'),
-    id: num,
-    conv: str,
-    members: z.array(z.object({ user: str, role: z.enum(['owner', 'admin', 'member']), joined: num })),
-    next: str.nullable(),
-  }),
-  'receipts.state': z.object({
-    t: z.literal('receipts.state'),
-    id: num,
-    conv: str,
-    seq: num,
-    delivered: z.array(str),
-    read: z.array(str),
-    deliveredAll: num,
-    readAll: num,
-  }),
-  error: z.object({
-    t: z.literal('error'),
-    id: optional(num),
-    code: str,
-    msg: str,
-    retry: z.boolean(),
-    field: optional(str),
-  }),
-};
-
-export const SERVER_FRAME_TYPES = Object.keys(SERVER_FRAME_SCHEMAS) as ServerFrameType[];

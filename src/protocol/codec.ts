@@ -1,15 +1,7 @@
 import { Packr, Unpackr } from 'msgpackr';
 import type { z } from 'zod';
-import {
-  BODY_TOO_LARGE_PARAM,
-  createClientFrameSchemas,
-  SERVER_FRAME_SCHEMAS,
-  type ClientFrame,
-  type ClientFrameSchemas,
-  type ClientFrameType,
-  type ServerFrame,
-  type ServerFrameType,
-} from './client-frames.js';
+import type { ClientFrame, ClientFrameType, ServerFrame, ServerFrameType } from './client-frames.js';
+import { BODY_TOO_LARGE_PARAM, createClientFrameSchemas, SERVER_FRAME_SCHEMAS, type ClientFrameSchemas } from './client-frame-schemas.js';
 import type { ErrorCode } from './codes.js';
 
 /**

@@ -13,7 +13,7 @@ export type StoreOp =
   | 'list_members'
   | 'list_user_conversations'
   | 'list_departures'
-  | 'list_departures'
+  | 'sweep_departures'
   | 'open_writer'
   | 'append'
   | 'read_forward'
@@ -44,6 +44,15 @@ const errors = new Counter({
   labelNames: ['op', 'engine', 'code'] as const,
   registers: [registry],
 });
+
+/** Rows dropped by retention that the engine itself removes (scylla rows expire by TTL, uncounted). */
+export const storeRetentionMetrics = {
+  departuresPruned: new Counter({
+    name: 'ticks_store_departures_pruned_total',
+    help: 'Departures removed by the embedded engine\'s sweep after retention.departuresS (scylla rows expire by TTL and are not counted).',
+    registers: [registry],
+  }),
+};
 
 /**
  * Runs one store operation, records its duration and outcome, and guarantees that whatever it throws

@@ -6,7 +6,16 @@ export interface StoreCommonOptions {
   bucketSize: number;
   /** How long an idempotency record (conversation, senderDevice, clientMsgId) is kept. */
   idempotencyTtlMs: number;
+  /**
+   * How long a departure (Store.removeMember with `departure`) is kept, in seconds; fixed per row
+   * when it is written (scylla: its TTL). Default DEFAULT_DEPARTURES_RETENTION_S (config
+   * `retention.departuresS`).
+   */
+  departuresRetentionS?: number;
 }
+
+/** 90 days: the default of `retention.departuresS`. */
+export const DEFAULT_DEPARTURES_RETENTION_S = 90 * 86_400;
 
 export interface EmbeddedStoreOptions extends StoreCommonOptions {
   /** Directory of the lmdb environment; created when missing. */

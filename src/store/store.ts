@@ -68,7 +68,12 @@ export interface Store {
    * untouched. A no-op for the member rows when not a member.
    */
   removeMember(conversationId: string, userId: string, departure?: { fromSeq: number; leftSeq: number }): Promise<void>;
-  /** The conversations the user left or was removed from (by an event) and was not added to since. */
+  /**
+   * The conversations the user left or was removed from (by an event) and was not added to since,
+   * for `departuresRetentionS` (config retention.departuresS) after each departure was recorded; an
+   * older one is no longer listed (scylla: the row's TTL; embedded: skipped, then swept). The
+   * retention is fixed per departure when it is written.
+   */
   listDepartures(userId: string): Promise<Departure[]>;
   getMember(conversationId: string, userId: string): Promise<Member | null>;
   /** Members ordered by user id, `limit` at a time, starting after `afterUserId`. */

@@ -55,7 +55,8 @@ export function joinFloor(kind: ConversationKind, fromSeq: number | undefined): 
 
 /**
  * A conversation the user was removed from or left by a log event: kept in the user's list of
- * departures until the user is added again, so its devices can learn the removal through sync.
+ * departures until the user is added again or retention.departuresS has passed, so its devices can
+ * learn the removal through sync.
  */
 export interface Departure {
   conversationId: string;

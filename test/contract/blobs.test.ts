@@ -17,7 +17,8 @@ import { BlobError } from '../../src/media/errors.js';
 import type { MediaIndex } from '../../src/media/media-index.js';
 import { S3BlobStore } from '../../src/media/s3-blob-store.js';
 import { ScyllaMediaIndex } from '../../src/media/scylla-media-index.js';
-import { requireCassandra, uniqueKeyspace } from '../support/env.js';
+import { uniqueKeyspace } from '../support/env.js';
+import { scyllaTestOptions } from './store-engines.js';
 import { startS3, type S3Service } from '../support/services/s3.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ticks-blobs-'));
@@ -164,26 +165,13 @@ interface IndexFactory {
   create(): MediaIndex;
 }
 
-const cassandra = requireCassandra();
 const keyspace = uniqueKeyspace('blobs');
 const indexFactories: IndexFactory[] = [
   { name: 'embedded', create: () => new EmbeddedMediaIndex(join(dir, 'index')) },
   {
     name: 'scylla',
     create: () =>
-      new ScyllaMediaIndex({
-        contactPoints: cassandra.contactPoints,
-        localDataCenter: cassandra.localDataCenter,
-        keyspace,
-        replication: { class: 'SimpleStrategy', replication_factor: '1' },
-        readConsistency: 'localQuorum',
-        writeConsistency: 'localQuorum',
-        serialConsistency: 'localSerial',
-        requestTimeoutMs: 20_000,
-        connectTimeoutMs: 10_000,
-        bucketSize: 1000,
-        idempotencyTtlMs: 3_600_000,
-      }),
+      new ScyllaMediaIndex({ ...scyllaTestOptions(keyspace), bucketSize: 1000 }),
   },
 ];
 

@@ -13,7 +13,8 @@ import t from 'tap';
 import { EmbeddedKeyStore } from '../../src/keys/embedded-key-store.js';
 import { KeyError, type DeviceKeysUpload, type KeyStore, type OneTimePreKey } from '../../src/keys/key-store.js';
 import { ScyllaKeyStore } from '../../src/keys/scylla-key-store.js';
-import { requireCassandra, uniqueKeyspace } from '../support/env.js';
+import { uniqueKeyspace } from '../support/env.js';
+import { scyllaTestOptions } from './store-engines.js';
 
 const LIMITS = { maxOneTimePreKeys: 300 };
 
@@ -28,7 +29,6 @@ interface Factory {
 function factories(): Factory[] {
   const dir = mkdtempSync(join(tmpdir(), 'ticks-keys-'));
   const path = join(dir, 'keys');
-  const cassandra = requireCassandra();
   const keyspace = uniqueKeyspace('keys');
   return [
     { name: 'embedded', path, create: () => new EmbeddedKeyStore(path, LIMITS), cleanup: () => rmSync(dir, { recursive: true, force: true }) },
@@ -36,19 +36,7 @@ function factories(): Factory[] {
       name: 'scylla',
       create: () =>
         new ScyllaKeyStore(
-          {
-            contactPoints: cassandra.contactPoints,
-            localDataCenter: cassandra.localDataCenter,
-            keyspace,
-            replication: { class: 'SimpleStrategy', replication_factor: '1' },
-            readConsistency: 'localQuorum',
-            writeConsistency: 'localQuorum',
-            serialConsistency: 'localSerial',
-            requestTimeoutMs: 20_000,
-            connectTimeoutMs: 10_000,
-            bucketSize: 1000,
-            idempotencyTtlMs: 3_600_000,
-          },
+          { ...scyllaTestOptions(keyspace), bucketSize: 1000 },
           LIMITS,
         ),
       cleanup: () => {},

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EmbeddedStore } from '../../src/store/embedded/embedded-store.js';
 import { ScyllaStore } from '../../src/store/scylla/scylla-store.js';
+import type { ScyllaStoreOptions } from '../../src/store/options.js';
 import type { Store } from '../../src/store/store.js';
 import { requireCassandra, uniqueKeyspace } from '../support/env.js';
 
@@ -33,26 +34,30 @@ export function embeddedFactory(groupCommit: 'engine' | 'writer' = 'engine'): St
   };
 }
 
-export function scyllaFactory(suffix: string): StoreFactory {
+/** The options of a test ScyllaStore over `keyspace` on the test Cassandra (fails if there is none). */
+export function scyllaTestOptions(keyspace: string): ScyllaStoreOptions {
   const cassandra = requireCassandra();
-  const keyspace = uniqueKeyspace(suffix);
+  return {
+    contactPoints: cassandra.contactPoints,
+    localDataCenter: cassandra.localDataCenter,
+    keyspace,
+    replication: { class: 'SimpleStrategy', replication_factor: '1' },
+    readConsistency: 'localQuorum',
+    writeConsistency: 'localQuorum',
+    serialConsistency: 'localSerial',
+    requestTimeoutMs: 20_000,
+    connectTimeoutMs: 10_000,
+    bucketSize: TEST_BUCKET_SIZE,
+    idempotencyTtlMs: 3_600_000,
+  };
+}
+
+export function scyllaFactory(suffix: string): StoreFactory {
+  const opts = scyllaTestOptions(uniqueKeyspace(suffix));
   return {
     name: 'scylla',
     label: 'scylla',
-    create: () =>
-      new ScyllaStore({
-        contactPoints: cassandra.contactPoints,
-        localDataCenter: cassandra.localDataCenter,
-        keyspace,
-        replication: { class: 'SimpleStrategy', replication_factor: '1' },
-        readConsistency: 'localQuorum',
-        writeConsistency: 'localQuorum',
-        serialConsistency: 'localSerial',
-        requestTimeoutMs: 20_000,
-        connectTimeoutMs: 10_000,
-        bucketSize: TEST_BUCKET_SIZE,
-        idempotencyTtlMs: 3_600_000,
-      }),
+    create: () => new ScyllaStore(opts),
     cleanup: () => {},
   };
 }

@@ -10,45 +10,15 @@ import { createdConversationId } from '../../src/actors/conversation-actor.js';
 import { decodeSys, PENDING_KEY, SYS_DEVICE, applySys, type MemberState } from '../../src/actors/conversation-ops.js';
 import type { ChannelFanout } from '../../src/actors/channel-fanout.js';
 import type { DeliveredEntry } from '../../src/actors/messages.js';
-import type { ClientFrame, MsgFrame, ServerFrame, SysEvent } from '../../src/protocol/client-frames.js';
+import type { MsgFrame, ServerFrame } from '../../src/protocol/client-frames.js';
+import type { SysEvent } from '../../src/protocol/client-conv-frames.js';
 import { StoreError } from '../../src/store/errors.js';
-import { scyllaFactory } from '../contract/store-engines.js';
-import { bytes, settle, until, World, type Device } from './actors-harness.js';
+import { bytes, createConv, devices, ENGINES, newCmid, ok, openWorld, outcome, req, settle, until, type Device, type Engine, type World, type WorldExtra } from './actors-harness.js';
 
-let nextId = 1;
-let nextCmid = 1;
-
-const ANSWERS = new Set(['conv.ok', 'error', 'sent', 'members.page', 'receipts.state', 'history.page', 'synced']);
-
-/** Sends a request and waits for its answer. */
-async function req(d: Device, frame: Record<string, unknown>): Promise<ServerFrame> {
-  const id = nextId++;
-  d.send({ ...frame, id } as unknown as ClientFrame);
-  let answer: ServerFrame | undefined;
-  await until(() => (answer = d.frames.find((f) => ANSWERS.has(f.t) && (f as { id?: number }).id === id)) !== undefined, `answer to ${String(frame.t)} ${id}`);
-  return answer!;
-}
-
-/** 'ok' or the error code. */
-async function outcome(d: Device, frame: Record<string, unknown>): Promise<string> {
-  const a = await req(d, frame);
-  return a.t === 'error' ? a.code : 'ok';
-}
-
-async function ok(t: Test, d: Device, frame: Record<string, unknown>): Promise<number> {
-  const a = await req(d, frame);
-  if (a.t !== 'conv.ok') {
-    t.fail(`${String(frame.t)} answered ${JSON.stringify(a)}`);
-    return -1;
-  }
-  return a.seq;
-}
-
+/** createConv, and the id is the one derived from (user, kind, cmid). */
 async function create(t: Test, d: Device, kind: 'group' | 'channel', members: string[], extra: Record<string, unknown> = {}): Promise<string> {
-  const cmid = `create-${nextCmid++}`;
-  const a = await req(d, { t: 'conv.create', cmid, kind, members, ...extra });
-  t.equal(a.t, 'conv.ok', `create ${kind}`);
-  const conv = (a as { conv: string }).conv;
+  const cmid = newCmid('create-');
+  const conv = await createConv(t, d, kind, members, extra, cmid);
   t.equal(conv, createdConversationId(d.ref.user, kind, cmid), 'the id is derived from (user, kind, cmid)');
   return conv;
 }
@@ -85,20 +55,7 @@ function sysMsgs(d: Device, conv: string): MsgFrame[] {
   return d.msgs(conv).filter((m) => m.sys !== undefined);
 }
 
-type Engine = 'embedded' | 'scylla';
-const ENGINES: Engine[] = ['embedded', 'scylla'];
-
-async function world(t: Test, shards = 2, extra: ConstructorParameters<typeof World>[2] = {}, engine: Engine = 'embedded'): Promise<World> {
-  const w = await new World(shards, {}, extra, engine === 'scylla' ? scyllaFactory('actors_groups').create() : undefined).open();
-  t.teardown(() => w.close());
-  return w;
-}
-
-function devices(w: World, users: string[]): Record<string, Device> {
-  const out: Record<string, Device> = {};
-  users.forEach((u, i) => (out[u] = w.device(u, 'phone', i % w.shards.length).connect()));
-  return out;
-}
+const world = (t: Test, shards = 2, extra: WorldExtra = {}, engine: Engine = 'embedded'): Promise<World> => openWorld(t, { engine, keyspace: 'actors_groups', shards, extra });
 
 for (const engine of ENGINES)
   t.test(`${engine}: create is idempotent, writes the create event at seq 1 and reaches every member device`, async (t) => {
@@ -161,7 +118,7 @@ function matrixRows(kind: 'group' | 'channel'): Row[] {
     for (const [by, e] of Object.entries(expect)) rows.push({ op, by, frame, expect: e });
   };
   const ch = kind === 'channel';
-  add('send', (conv) => ({ t: 'send', conv, cmid: `s${nextCmid++}`, body: bytes('hi') }), { olga: 'ok', adam: 'ok', mia: ch ? 'forbidden' : 'ok', ned: 'not_member' });
+  add('send', (conv) => ({ t: 'send', conv, cmid: newCmid('s'), body: bytes('hi') }), { olga: 'ok', adam: 'ok', mia: ch ? 'forbidden' : 'ok', ned: 'not_member' });
   add('member.add member', (conv) => ({ t: 'member.add', conv, users: ['zed'] }), { olga: 'ok', adam: 'ok', mia: 'forbidden', ned: 'not_member' });
   add('member.add admin', (conv) => ({ t: 'member.add', conv, users: ['zed'], role: 'admin' }), { olga: 'ok', adam: 'forbidden', mia: 'forbidden', ned: 'not_member' });
   add('member.remove member', (conv) => ({ t: 'member.remove', conv, user: 'max' }), { olga: 'ok', adam: 'ok', mia: 'forbidden', ned: 'not_member' });
@@ -536,7 +493,13 @@ t.test('channels: posts go to ChannelFanout.publish and the author, never per su
   d.sub1!.send({ t: 'read', conv, seq: 3 });
   await settle();
   t.equal(d.olga!.of('receipt').length + laptop.of('receipt').length + d.sub2!.of('receipt').length, 0, 'no receipt fan-out in channels');
-  t.same((await w.raw.getRead('sub1')).find((r) => r.conversationId === conv)?.seq, 3, 'read cursor stored');
+  // The read cursor is written without holding up the actor: poll for it.
+  let stored: number | undefined;
+  for (const end = Date.now() + 5000; Date.now() < end; await settle()) {
+    stored = (await w.raw.getRead('sub1')).find((r) => r.conversationId === conv)?.seq;
+    if (stored === 3) break;
+  }
+  t.equal(stored, 3, 'read cursor stored');
   const synced = await req(d.sub2!, { t: 'sync' });
   t.equal((synced as { heads: Record<string, number> }).heads[conv], 3, 'sync covers the channel');
   t.equal(await ok(t, d.sub1!, { t: 'conv.leave', conv }), 0, 'a subscriber leaving writes no event');

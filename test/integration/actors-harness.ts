@@ -2,10 +2,13 @@
  * In-process harness for the actor layer: N shard actor layers linked by a MemoryShardNetwork, the
  * embedded store in a temp directory (behind a wrapper that can hold or fail appends), a manual
  * clock, and fake devices whose ConnectionSink records every frame, as the gateway would deliver it.
+ * At the end: request helpers (send a frame, wait for its answer) and fixtures for the membership
+ * tests, which run on both store engines.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Test } from 'tap';
 import { ManualClock } from '../../src/actors/clock.js';
 import { ClockEpochSource } from '../../src/actors/epochs.js';
 import type { ConnectionSink, PushResult, SessionRef } from '../../src/actors/session.js';
@@ -16,6 +19,7 @@ import type { ClientFrame, MsgFrame, ServerFrame, ServerFrameOf, ServerFrameType
 import { EmbeddedStore } from '../../src/store/embedded/embedded-store.js';
 import type { ConversationWriter, Store } from '../../src/store/store.js';
 import type { AppendResult, MessageDraft } from '../../src/store/types.js';
+import { scyllaFactory } from '../contract/store-engines.js';
 
 export const NODE = 'node-a';
 
@@ -142,7 +146,7 @@ export class World {
   constructor(
     shardCount = 2,
     config: Partial<ActorsConfig> = {},
-    extra: Pick<Partial<ShardActorsOptions>, 'maxPendingPerDevice' | 'maxConcurrentReads' | 'attachTimeoutMs' | 'wake' | 'maxGroupMembers' | 'channelFanout' | 'media'> = {},
+    extra: Pick<Partial<ShardActorsOptions>, 'maxPendingPerDevice' | 'maxConcurrentReads' | 'attachTimeoutMs' | 'wake' | 'maxGroupMembers' | 'groupFanoutWindowMs' | 'channelFanout' | 'media'> = {},
     /** Another engine (e.g. a ScyllaStore from test/contract/store-engines.ts); opened and closed here. */
     rawStore?: Store,
   ) {
@@ -243,3 +247,91 @@ export async function until(pred: () => boolean, what: string, timeoutMs = 3000)
 
 export const bytes = (s: string): Uint8Array => new TextEncoder().encode(s);
 export const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+// ---- requests and fixtures shared by the membership tests (groups, channels, floors) ------------
+
+export type Engine = 'embedded' | 'scylla';
+export const ENGINES: readonly Engine[] = ['embedded', 'scylla'];
+
+/** What the World constructor takes besides the shard count and the actors config. */
+export type WorldExtra = ConstructorParameters<typeof World>[2];
+
+/**
+ * An opened World of `shards` shards on `engine`, closed when `t` ends. On scylla the store is a
+ * ScyllaStore over the keyspace of this run named after `keyspace` (the shared Cassandra).
+ */
+export async function openWorld(t: Test, opts: { engine: Engine; keyspace: string; shards?: number; extra?: WorldExtra }): Promise<World> {
+  const raw = opts.engine === 'scylla' ? scyllaFactory(opts.keyspace).create() : undefined;
+  const w = await new World(opts.shards ?? 2, {}, opts.extra ?? {}, raw).open();
+  t.teardown(() => w.close());
+  return w;
+}
+
+/** One connected 'phone' per user, spread over the shards in turn. */
+export function devices(w: World, users: string[]): Record<string, Device> {
+  const out: Record<string, Device> = {};
+  users.forEach((u, i) => (out[u] = w.device(u, 'phone', i % w.shards.length).connect()));
+  return out;
+}
+
+/** The frames that answer a request: each carries the request's id. */
+const ANSWERS = new Set<ServerFrameType>(['conv.ok', 'error', 'sent', 'members.page', 'receipts.state', 'history.page', 'synced']);
+
+/**
+ * How long a request waits for its answer. Generous on purpose: on scylla one request may wait on
+ * several Cassandra writes, which a loaded box slows down; a wait that ends early costs nothing.
+ */
+export const ANSWER_TIMEOUT_MS = 15_000;
+
+let lastRequestId = 0;
+let lastCmid = 0;
+
+/** A request id not used before in this process. */
+export function requestId(): number {
+  return ++lastRequestId;
+}
+
+/** A client message id not used before in this process: `prefix` and a counter. */
+export function newCmid(prefix: string): string {
+  return `${prefix}${++lastCmid}`;
+}
+
+/** Sends `frame` from `d` with a fresh id and waits for the frame that answers it. */
+export async function req(d: Device, frame: Record<string, unknown>): Promise<ServerFrame> {
+  const id = requestId();
+  d.send({ ...frame, id } as unknown as ClientFrame);
+  let answer: ServerFrame | undefined;
+  const answers = (f: ServerFrame): boolean => ANSWERS.has(f.t) && (f as { id?: number }).id === id;
+  await until(() => (answer = d.frames.find(answers)) !== undefined, `answer to ${String(frame.t)} ${id}`, ANSWER_TIMEOUT_MS);
+  return answer!;
+}
+
+/** 'ok', or the code of the error that answered. */
+export async function outcome(d: Device, frame: Record<string, unknown>): Promise<string> {
+  const a = await req(d, frame);
+  return a.t === 'error' ? a.code : 'ok';
+}
+
+/** The seq of the conv.ok answer (0: nothing written); any other answer fails `t` and gives -1. */
+export async function ok(t: Test, d: Device, frame: Record<string, unknown>): Promise<number> {
+  const a = await req(d, frame);
+  if (a.t !== 'conv.ok') {
+    t.fail(`${String(frame.t)} answered ${JSON.stringify(a)}`);
+    return -1;
+  }
+  return a.seq;
+}
+
+/** conv.create with `cmid` (a fresh one by default), checked to answer conv.ok; the conversation id. */
+export async function createConv(
+  t: Test,
+  d: Device,
+  kind: 'group' | 'channel',
+  members: string[],
+  extra: Record<string, unknown> = {},
+  cmid = newCmid('create-'),
+): Promise<string> {
+  const a = await req(d, { t: 'conv.create', cmid, kind, members, ...extra });
+  t.equal(a.t, 'conv.ok', `create ${kind}`);
+  return (a as { conv: string }).conv;
+}

@@ -12,52 +12,20 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { EmbeddedMediaIndex } from '../../src/media/embedded-media-index.js';
 import { sendMediaRefs } from '../../src/media/send-refs.js';
-import type { ClientFrame, HistoryPageFrame, ServerFrame, SyncBatchFrame, SyncedFrame } from '../../src/protocol/client-frames.js';
-import { scyllaFactory } from '../contract/store-engines.js';
-import { bytes, settle, until, World, type Device } from './actors-harness.js';
+import type { ClientFrame, HistoryPageFrame, SyncBatchFrame, SyncedFrame } from '../../src/protocol/client-frames.js';
+import { bytes, createConv, devices, ENGINES, newCmid, ok, openWorld, outcome, req, requestId, settle, until, World, type Device, type Engine, type WorldExtra } from './actors-harness.js';
 
-type Engine = 'embedded' | 'scylla';
-const ENGINES: Engine[] = ['embedded', 'scylla'];
 const WAIT_MS = 15_000;
 
-let nextId = 1;
-let nextCmid = 1;
-const ANSWERS = new Set(['conv.ok', 'error', 'sent', 'members.page', 'receipts.state', 'history.page', 'synced']);
-
-async function req(d: Device, frame: Record<string, unknown>): Promise<ServerFrame> {
-  const id = nextId++;
-  d.send({ ...frame, id } as unknown as ClientFrame);
-  let answer: ServerFrame | undefined;
-  await until(() => (answer = d.frames.find((f) => ANSWERS.has(f.t) && (f as { id?: number }).id === id)) !== undefined, `answer to ${String(frame.t)} ${id}`, WAIT_MS);
-  return answer!;
-}
-
-async function outcome(d: Device, frame: Record<string, unknown>): Promise<string> {
-  const a = await req(d, frame);
-  return a.t === 'error' ? a.code : 'ok';
-}
-
-async function okSeq(t: Test, d: Device, frame: Record<string, unknown>): Promise<number> {
-  const a = await req(d, frame);
-  if (a.t !== 'conv.ok') t.fail(`${String(frame.t)} answered ${JSON.stringify(a)}`);
-  return a.t === 'conv.ok' ? a.seq : -1;
-}
-
 async function sent(t: Test, d: Device, conv: string, body: string): Promise<number> {
-  const a = await req(d, { t: 'send', conv, cmid: `m-${nextCmid++}`, body: bytes(body) });
+  const a = await req(d, { t: 'send', conv, cmid: newCmid('m-'), body: bytes(body) });
   if (a.t !== 'sent') t.fail(`send answered ${JSON.stringify(a)}`);
   return a.t === 'sent' ? a.seq : -1;
 }
 
-async function create(t: Test, d: Device, kind: 'group' | 'channel', members: string[], extra: Record<string, unknown> = {}): Promise<string> {
-  const a = await req(d, { t: 'conv.create', cmid: `create-${nextCmid++}`, kind, members, ...extra });
-  t.equal(a.t, 'conv.ok', `create ${kind}`);
-  return (a as { conv: string }).conv;
-}
-
 /** A sync round: its batches for `conv` (seqs in order) and the `synced` answer. */
 async function sync(d: Device, cursors?: Record<string, number>): Promise<{ synced: SyncedFrame; batches: (conv: string) => SyncBatchFrame[]; seqs: (conv: string) => number[] }> {
-  const id = nextId++;
+  const id = requestId();
   d.send({ t: 'sync', id, ...(cursors === undefined ? {} : { cursors }) } as ClientFrame);
   let synced: SyncedFrame | undefined;
   await until(() => (synced = d.of('synced').find((f) => f.id === id)) !== undefined, `synced ${id}`, WAIT_MS);
@@ -71,26 +39,16 @@ async function history(d: Device, conv: string, limit: number, before?: number):
   return a;
 }
 
-async function world(t: Test, engine: Engine, extra: ConstructorParameters<typeof World>[2] = {}): Promise<World> {
-  const w = await new World(2, {}, extra, engine === 'scylla' ? scyllaFactory('actors_membership').create() : undefined).open();
-  t.teardown(() => w.close());
-  return w;
-}
-
-function devices(w: World, users: string[]): Record<string, Device> {
-  const out: Record<string, Device> = {};
-  users.forEach((u, i) => (out[u] = w.device(u, 'phone', i % w.shards.length).connect()));
-  return out;
-}
+const world = (t: Test, engine: Engine, extra: WorldExtra = {}): Promise<World> => openWorld(t, { engine, keyspace: 'actors_membership', extra });
 
 for (const engine of ENGINES)
   t.test(`${engine}: a member added later sees nothing below its add event: live, history and sync; a re-add moves the floor`, async (t) => {
     const w = await world(t, engine);
     const d = devices(w, ['olga', 'bob', 'carol']);
     await settle();
-    const conv = await create(t, d.olga!, 'group', ['bob']);
+    const conv = await createConv(t, d.olga!, 'group', ['bob']);
     for (const b of ['one', 'two', 'three']) await sent(t, d.olga!, conv, b);
-    const added = await okSeq(t, d.olga!, { t: 'member.add', conv, users: ['carol'] });
+    const added = await ok(t, d.olga!, { t: 'member.add', conv, users: ['carol'] });
     t.equal(added, 5);
     const after = await sent(t, d.bob!, conv, 'welcome');
     await until(() => d.carol!.msgs(conv).some((m) => m.seq === after), 'carol gets the message after her add', WAIT_MS);
@@ -128,9 +86,9 @@ for (const engine of ENGINES)
     t.equal(bobSync.batches(conv)[0]!.from, undefined);
 
     // Removed, messages while out, then added again: the floor moves to the new add event.
-    const removed = await okSeq(t, d.olga!, { t: 'member.remove', conv, user: 'carol' });
+    const removed = await ok(t, d.olga!, { t: 'member.remove', conv, user: 'carol' });
     const missed = await sent(t, d.olga!, conv, 'carol is out');
-    const readded = await okSeq(t, d.olga!, { t: 'member.add', conv, users: ['carol'] });
+    const readded = await ok(t, d.olga!, { t: 'member.add', conv, users: ['carol'] });
     const back = await sent(t, d.olga!, conv, 'carol is back');
     t.same([removed, missed, readded, back], [7, 8, 9, 10]);
     await until(() => d.carol!.msgs(conv).some((m) => m.seq === back), 'carol gets messages again', WAIT_MS);
@@ -151,14 +109,14 @@ for (const engine of ENGINES)
     const d = devices(w, ['olga', 'dave']);
     const laptop = w.device('dave', 'laptop', 1).connect();
     await settle();
-    const conv = await create(t, d.olga!, 'group', ['dave']);
+    const conv = await createConv(t, d.olga!, 'group', ['dave']);
     const m2 = await sent(t, d.olga!, conv, 'before');
     await until(() => laptop.msgs(conv).some((m) => m.seq === m2), 'laptop gets seq 2', WAIT_MS);
     laptop.send({ t: 'dack', conv, seq: m2 });
     await w.advance(100);
     laptop.disconnect();
     const m3 = await sent(t, d.olga!, conv, 'while the laptop is away');
-    const removed = await okSeq(t, d.olga!, { t: 'member.remove', conv, user: 'dave' });
+    const removed = await ok(t, d.olga!, { t: 'member.remove', conv, user: 'dave' });
     const m5 = await sent(t, d.olga!, conv, 'after dave left');
     t.same([m3, removed, m5], [3, 4, 5]);
 
@@ -208,7 +166,7 @@ for (const engine of ENGINES)
     t.notOk(conv in fresh.synced.heads, 'a device without a cursor for it gets nothing');
 
     // Added again: a normal member from the new add event.
-    const readded = await okSeq(t, d.olga!, { t: 'member.add', conv, users: ['dave'] });
+    const readded = await ok(t, d.olga!, { t: 'member.add', conv, users: ['dave'] });
     const back = await sync(dev, { [conv]: removed });
     t.same(back.seqs(conv), [readded], 'sync resumes at the re-add (the floor), nothing in between');
     t.equal(back.synced.left, undefined);
@@ -222,13 +180,13 @@ for (const engine of ENGINES)
     const d = devices(w, ['olga', 'erin']);
     const tablet = w.device('erin', 'tablet', 1).connect();
     await settle();
-    const conv = await create(t, d.olga!, 'group', ['erin']);
+    const conv = await createConv(t, d.olga!, 'group', ['erin']);
     await until(() => tablet.msgs(conv).length === 1, 'tablet gets the create', WAIT_MS);
     tablet.send({ t: 'dack', conv, seq: 1 });
     await w.advance(100);
     tablet.disconnect();
     const m2 = await sent(t, d.erin!, conv, 'bye all');
-    const left = await okSeq(t, d.erin!, { t: 'conv.leave', conv });
+    const left = await ok(t, d.erin!, { t: 'conv.leave', conv });
     await sent(t, d.olga!, conv, 'bye erin');
     const dev = w.reconnect(tablet, 0).connect();
     await settle();
@@ -245,9 +203,9 @@ t.test('channels have no floor: a subscriber joining late reads the whole public
   const w = await world(t, 'embedded');
   const d = devices(w, ['olga', 'sub']);
   await settle();
-  const conv = await create(t, d.olga!, 'channel', []);
+  const conv = await createConv(t, d.olga!, 'channel', []);
   for (const b of ['p1', 'p2']) await sent(t, d.olga!, conv, b);
-  t.equal(await okSeq(t, d.sub!, { t: 'conv.join', conv }), 0);
+  t.equal(await ok(t, d.sub!, { t: 'conv.join', conv }), 0);
   const h = await history(d.sub!, conv, 50);
   t.same(h.msgs.map((m) => m.seq), [3, 2, 1]);
   t.equal(h.from, undefined);
@@ -274,12 +232,12 @@ t.test('an avatar must be an uploaded media id (invalid_field avatar); a set ava
   await settle();
   const refused = await req(d.olga!, { t: 'conv.create', cmid: 'av-1', kind: 'group', members: ['bob'], avatar: GHOST });
   t.same(refused.t === 'error' && [refused.code, refused.field], ['invalid_field', 'avatar'], 'unknown avatar at create');
-  const conv = await create(t, d.olga!, 'group', ['bob'], { avatar: A, name: 'Pics' });
+  const conv = await createConv(t, d.olga!, 'group', ['bob'], { avatar: A, name: 'Pics' });
   t.equal(await index.isSentIn(conv, A), true, 'the create avatar is recorded: members may download it');
   const bad = await req(d.bob!, { t: 'conv.meta', conv, avatar: GHOST });
   t.same(bad.t === 'error' && [bad.code, bad.field], ['invalid_field', 'avatar'], 'unknown avatar at meta');
   t.equal((await w.store.getConversation(conv))!.meta.avatar, A, 'unchanged');
-  t.equal(await okSeq(t, d.bob!, { t: 'conv.meta', conv, avatar: B }), 2, 'an uploaded one is accepted (seq 2: the refused one wrote nothing)');
+  t.equal(await ok(t, d.bob!, { t: 'conv.meta', conv, avatar: B }), 2, 'an uploaded one is accepted (seq 2: the refused one wrote nothing)');
   t.equal(await index.isSentIn(conv, B), true, 'and recorded');
   t.equal((await w.store.getConversation(conv))!.meta.avatar, B);
 });

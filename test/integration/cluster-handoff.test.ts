@@ -1,5 +1,5 @@
 /**
- * A node that loses a conversation's lease forwards what it holds to the new owner (routing.ts,
+ * A node that loses a conversation's lease forwards what it holds to the new owner (conv-routing.ts,
  * "Leases"). Two "nodes" of one shard each in this process, on the real Redis directory, bus and
  * session registry (as src/shard.ts wires them) and one embedded store; node 1's appends can be
  * held at a gate, so sends queue behind a slow group commit:

@@ -4,10 +4,14 @@
  * the removal is refused at connect (4507 after an `unauthorized` error; HTTP 401 auth.removed),
  * also after a node restart (the tombstone is durable), a token issued after it is accepted, and the
  * user's other devices are untouched. The cluster case (the session on another node) is in
- * devices-remove-cluster.test.ts.
+ * devices-remove-cluster.test.ts. With a short auth.maxTokenLifetimeS: tokens living longer are
+ * refused (4500, HTTP 401 auth.lifetime), and a removal's tombstone is gone after the bound plus the
+ * clock tolerance (test/contract/tombstones.test.ts covers the engines in detail).
  */
 import t from 'tap';
+import { createTombstones } from '../../src/auth/create-tombstones.js';
 import { CLOSE } from '../../src/protocol/codes.js';
+import { waitFor } from '../support/cluster-contract.js';
 import { waitUntil } from '../support/e2e-client.js';
 import { e2eEngines, startE2eNode, type E2eNode } from '../support/e2e-node.js';
 import { nextSecondAfter, rawConnect } from '../support/raw-connect.js';
@@ -87,5 +91,35 @@ for (const engine of e2eEngines('devices_remove')) {
     t.equal((await rawConnect(n.url, await n.token(alice, 'phone'))).hello, true, 'a new token is still accepted');
     t.equal(await metric(n, 'ticks_gateway_connections_total', 'result="device_removed"'), 1, 'refusals are counted by the gateway');
     t.ok((await metric(n, 'ticks_devices_tombstone_checks_total', 'result="newer_token"')) >= 1, 'accepted newer tokens are counted');
+  });
+}
+
+for (const engine of e2eEngines('devices_prune')) {
+  t.test(`${engine.name}: tokens beyond auth.maxTokenLifetimeS are refused; a removal is remembered for the bound plus tolerance`, async (t) => {
+    const n = await startE2eNode(t, engine, { auth: { maxTokenLifetimeS: 8, clockToleranceS: 0 } });
+    const alice = n.user('alice');
+
+    const tooLong = await n.token(alice, 'phone', { ttlS: 9 });
+    const refused = await rawConnect(n.url, tooLong);
+    t.equal(refused.hello, false, 'a token living longer than the bound gets no hello');
+    t.equal(refused.closeCode, CLOSE.badToken, 'and is closed with 4500 (do not reconnect with it)');
+    t.match(refused.frames, [{ t: 'error', code: 'unauthorized', msg: /lifetime/ }], 'after an error that says why');
+    const http = await fetch(`http://127.0.0.1:${n.node.port}/push-token`, { method: 'DELETE', headers: { authorization: `Bearer ${tooLong}` } });
+    t.equal(http.status, 401);
+    t.match(await http.json(), { error: 'auth.lifetime', message: /maxTokenLifetimeS/ }, 'HTTP answers 401 auth.lifetime');
+
+    const oldToken = await n.token(alice, 'phone', { ttlS: 8 });
+    t.equal((await removeDevice(n, await n.token(alice, 'laptop', { ttlS: 8 }), 'phone')).status, 204, 'the laptop removes the phone');
+    const stones = createTombstones(n.config);
+    await stones.open();
+    t.teardown(() => stones.close());
+    t.equal(stones.keepMs, 9000, 'kept 8 s + 0 s tolerance + 1 s');
+    t.ok((await stones.get(alice, 'phone')) !== null, 'the removal is recorded');
+    const old = await rawConnect(n.url, oldToken);
+    t.ok(old.closeCode === CLOSE.deviceRemoved || old.closeCode === CLOSE.tokenExpired, `the older token is refused (${old.closeCode})`);
+    await waitFor('the tombstone to be dropped', async () => (await stones.get(alice, 'phone')) === null, 40_000);
+    t.pass('the tombstone is gone once no token issued before the removal can verify');
+    const late = await rawConnect(n.url, oldToken);
+    t.equal(late.closeCode, CLOSE.tokenExpired, 'and the old token is refused as expired');
   });
 }

@@ -40,6 +40,7 @@ t.test('an EdDSA token is verified in the pool on the main thread', async (t) =>
     .setSubject('carol')
     .setIssuer('ticks')
     .setAudience('ticks')
+    .setIssuedAt()
     .setExpirationTime('1h')
     .sign(ed.privateKey);
   const c = connect(`${n.base}/ws?v=1`, { authorization: `Bearer ${token}` });

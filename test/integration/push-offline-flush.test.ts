@@ -26,6 +26,20 @@ t.test('backlogOf counts head minus cursor per conversation', async (t) => {
   t.equal(backlogOf(convs, []), 15);
 });
 
+t.test('backlogOf starts at a group member\'s join floor, like sync', async (t) => {
+  const uc = (conversationId: string, kind: 'group' | 'direct' | 'channel', head: number, fromSeq?: number) => ({
+    conversationId, kind, role: 'member' as const, joinedAtMs: 0, head, ...(fromSeq === undefined ? {} : { fromSeq }),
+  });
+  // Joined a group at seq 1000 (its add event, which sync sends) whose head is 1010.
+  t.equal(backlogOf([uc('g', 'group', 1010, 1000)], []), 11, 'no cursor: the floor event and the 10 after it, not 1010');
+  t.equal(backlogOf([uc('g', 'group', 1010, 1000)], new Map([['g', 3]])), 11, 'a cursor below the floor (an earlier membership) counts from the floor');
+  t.equal(backlogOf([uc('g', 'group', 1010, 1000)], new Map([['g', 1005]])), 5, 'a cursor above the floor counts from the cursor');
+  t.equal(backlogOf([uc('g', 'group', 1010, 1000)], new Map([['g', 1010]])), 0, 'caught up');
+  t.equal(backlogOf([uc('g', 'group', 1010, 1)], []), 1010, 'floor 1 (a founding member): the whole log');
+  t.equal(backlogOf([uc('g', 'group', 1010, 0)], []), 1010, 'floor 0 (rows from before floors): the whole log');
+  t.equal(backlogOf([uc('c', 'channel', 1010, 1000), uc('d', 'direct', 7, 5)], []), 1017, 'channels and direct conversations have no floor');
+});
+
 function suite(cluster: RunnerCluster) {
   t.test(`offline flush: ${cluster.name}`, async (t: Test) => {
     t.teardown(() => cluster.cleanup());

@@ -113,3 +113,29 @@ t.test('a reconnect storm of large backlogs is paced by the flush gate and every
   const minMs = (Math.ceil(DEVICES / PER_WINDOW) - 1) * WINDOW_MS;
   t.ok(elapsedMs >= minMs * 0.9, `the storm took ${elapsedMs} ms: it spans the ${Math.ceil(DEVICES / PER_WINDOW)} windows the flush rate needs (at least ${minMs} ms)`);
 });
+
+t.test('a member added to a group with a long history catches up inline: its backlog starts at its join floor', async (t) => {
+  const node = await flushNode(t, { flushInlineMaxMessages: 5, flushMaxPerWindow: 1, flushWindowMs: 1000, flushMaxWaitMs: 30_000 });
+  const count = async (mode: string): Promise<number> =>
+    sample(await (await fetch(`http://127.0.0.1:${node.node.port}/metrics`)).text(), 'ticks_jobs_flush_requests_total', { mode, result: 'ok' });
+  const ann = node.client('ann', 'phone');
+  await ann.connect();
+  const { conv } = await ann.sdk.createGroup({ name: 'Long', members: ['bea'], cmid: 'long' });
+  for (const i of range(1, BACKLOG)) await ann.send({ conv }, `m${i}`);
+  const added = await ann.sdk.addMembers(conv, ['cal']);
+  await ann.send({ conv }, 'hello cal');
+
+  let [queued, inline] = [await count('queued'), await count('inline')];
+  const bea = node.client('bea', 'phone');
+  await bea.connect();
+  await waitUntil(() => bea.messages(conv).length >= added.seq + 1, 'bea to hold the whole group', describeAll([bea]));
+  t.equal(await count('queued'), queued + 1, `a founding member missing all ${added.seq + 1} seqs waits for a permit (the gate applies)`);
+
+  [queued, inline] = [await count('queued'), await count('inline')];
+  const cal = node.client('cal', 'phone');
+  await cal.connect();
+  await waitUntil(() => cal.messages(conv).length >= 2, 'cal to hold its add and the message after it', describeAll([cal]));
+  t.same(cal.messages(conv).map((m) => m.seq), [added.seq, added.seq + 1], 'cal gets the group from its add event');
+  t.equal(await count('queued'), queued, `cal (2 seqs from its floor at ${added.seq}) did not wait for a permit`);
+  t.equal(await count('inline'), inline + 1, 'its catch-up ran inline');
+});

@@ -11,7 +11,7 @@ import { loadPublicKeys, verifyJwt, type VerifySettings } from '../../src/auth/v
 import { configSchema } from '../../src/config/schema.js';
 
 const secret = 'x'.repeat(40);
-const settings: VerifySettings = { algorithms: ['EdDSA', 'ES256', 'HS256'], issuer: 'ticks', audience: 'ticks', deviceClaim: 'dev', clockToleranceS: 5 };
+const settings: VerifySettings = { algorithms: ['EdDSA', 'ES256', 'HS256'], issuer: 'ticks', audience: 'ticks', deviceClaim: 'dev', clockToleranceS: 5, maxTokenLifetimeS: 86_400 };
 const now = () => Math.floor(Date.now() / 1000);
 const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
 
@@ -52,6 +52,25 @@ t.test('HS256 rejections carry the right reason', async (t) => {
   t.same(await hsVerify(await sign('HS256', otherKey, good, -60)), { ok: false, reason: 'invalid' }, 'expired with a bad signature is invalid, not expired');
   t.same(await hsVerify(await sign('HS512', new TextEncoder().encode('z'.repeat(64)), good)), { ok: false, reason: 'invalid' }, 'alg outside the allow-list');
   t.same(await hsVerify('x'.repeat(9000)), { ok: false, reason: 'invalid' }, 'oversized token');
+});
+
+t.test('token lifetime is bounded by auth.maxTokenLifetimeS: iat required, not in the future, exp - iat within it', async (t) => {
+  const at = (iat: number | null, exp: number) => {
+    const jwt = new SignJWT({ ...good }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime(exp);
+    if (iat !== null) jwt.setIssuedAt(iat);
+    return jwt.sign(hsKey);
+  };
+  const n = now();
+  t.match(await hsVerify(await at(n - 10, n - 10 + 86_400)), { ok: true, iat: n - 10 }, 'exactly the bound');
+  t.same(await hsVerify(await at(n - 10, n - 10 + 86_401)), { ok: false, reason: 'lifetime' }, 'one second over the bound');
+  t.same(await hsVerify(await at(null, n + 60)), { ok: false, reason: 'lifetime' }, 'no iat: the lifetime cannot be bounded');
+  t.match(await hsVerify(await at(n + 4, n + 60)), { ok: true }, 'iat in the future within the clock tolerance');
+  t.same(await hsVerify(await at(n + 60, n + 120)), { ok: false, reason: 'lifetime' }, 'iat in the future beyond the tolerance');
+  t.same(await hsVerify(await at(n - 90_000, n - 60)), { ok: false, reason: 'expired' }, 'an expired token is expired, whatever its lifetime');
+  const strict = createTokenVerifier({ settings: { ...settings, maxTokenLifetimeS: 60 }, hs256Secret: secret });
+  t.same(await strict(await sign('HS256', hsKey, good)), { ok: false, reason: 'lifetime' }, 'an hour-long token against a one-minute bound');
+  t.equal(configSchema.parse({}).auth.maxTokenLifetimeS, 30 * 86_400, 'default: 30 days');
+  t.throws(() => configSchema.parse({ auth: { maxTokenLifetimeS: 0 } }), 'at least one second');
 });
 
 t.test('alg none is rejected', async (t) => {

@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import { decodeThreadFrame, encodeThreadFrame } from '../../src/actors/thread-frames.js';
-import { endpointOf, registryConnId } from '../../src/cluster/routing.js';
+import { endpointOf, registryConnId } from '../../src/cluster/thread-sessions.js';
 
 t.test('a users frame carries each message once with its users', async (t) => {
   const msgs = [{ seq: 7, mid: 'm7', from: 'alice', fdev: 'phone', body: new Uint8Array([1, 2]), ts: 5, cmid: 'c7' }];

@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import { applySys, decodeSys, encodeSys, sysChanges, type MemberState } from '../../src/actors/conversation-ops.js';
 import { MinTracker } from '../../src/actors/conversation-receipts.js';
-import type { SysEvent } from '../../src/protocol/client-frames.js';
+import type { SysEvent } from '../../src/protocol/client-conv-frames.js';
 
 const USERS = ['a', 'b', 'c', 'd', 'e'];
 const user = fc.constantFrom(...USERS);

@@ -220,6 +220,19 @@ t.test('answers pushed to a session count its in-flight requests back down', asy
   t.notOk(isAnswer({ t: 'error', code: 'internal', msg: 'x', retry: true }), 'an error without an id answers nothing');
 });
 
+t.test('group operation answers count back too (64 operations once locked a connection out)', async (t) => {
+  const table = new ConnectionTable(1000);
+  const st = { ...state(), inflight: 3 };
+  table.add(ref.connId, new FakeSocket(st));
+  table.push(ref, { t: 'conv.ok', id: 1, conv: 'g:x', seq: 4 });
+  table.push(ref, { t: 'members.page', id: 2, conv: 'g:x', members: [], next: null });
+  t.equal(st.inflight, 1, 'conv.ok and members.page answer');
+  table.push(ref, { t: 'receipts.state', id: 3, conv: 'g:x', seq: 1, delivered: [], read: [], deliveredAll: 0, readAll: 0 } as never);
+  t.equal(st.inflight, 0, 'receipts.state answers');
+  t.notOk(isAnswer({ t: 'sync.batch', id: 4 } as never), 'a sync batch does not end its sync (synced does)');
+  t.ok(isAnswer({ t: 'synced', id: 4 } as never));
+});
+
 t.test('close reasons are cut to 123 bytes on a character boundary', async (t) => {
   t.equal(shortReason('short'), 'short');
   const cut = shortReason('é'.repeat(100));

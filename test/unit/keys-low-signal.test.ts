@@ -6,7 +6,7 @@
  */
 import t from 'tap';
 import type { SessionRef } from '../../src/actors/session.js';
-import { registryConnId } from '../../src/cluster/routing.js';
+import { registryConnId } from '../../src/cluster/thread-sessions.js';
 import { MemorySessions } from '../../src/cluster/sessions/memory-sessions.js';
 import { keysLowNotifier } from '../../src/keys/low-signal.js';
 import { createLogger } from '../../src/lib/log.js';

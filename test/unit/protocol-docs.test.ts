@@ -2,16 +2,18 @@ import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { configSchema } from '../../src/config/schema.js';
 import {
-  CLIENT_FRAME_TYPES,
   CLIENT_MSG_ID_PATTERN,
-  createClientFrameSchemas,
   DEFAULT_SYNC_LIMIT,
   MAX_INFLIGHT_REQUESTS,
   MAX_PAGE_LIMIT,
   MAX_SYNC_CURSORS,
+} from '../../src/protocol/client-frames.js';
+import {
+  CLIENT_FRAME_TYPES,
+  createClientFrameSchemas,
   SERVER_FRAME_SCHEMAS,
   SERVER_FRAME_TYPES,
-} from '../../src/protocol/client-frames.js';
+} from '../../src/protocol/client-frame-schemas.js';
 import { CLOSE, ERROR_CODES, isReconnectable, PROTOCOL_ERROR_LIMIT, PROTOCOL_ERROR_WINDOW_S } from '../../src/protocol/codes.js';
 import { CONVERSATION_ID_PATTERN, USER_ID_PATTERN } from '../../src/protocol/ids.js';
 

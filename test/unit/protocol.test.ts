@@ -1,14 +1,8 @@
 import { Packr } from 'msgpackr';
 import t from 'tap';
-import {
-  CLIENT_FRAME_TYPES,
-  errorFrame,
-  MAX_PRESENCE_TARGETS,
-  MAX_SYNC_CURSORS,
-  SERVER_FRAME_TYPES,
-  type ClientFrame,
-  type ServerFrame,
-} from '../../src/protocol/client-frames.js';
+import { errorFrame, MAX_SYNC_CURSORS, type ClientFrame, type ServerFrame } from '../../src/protocol/client-frames.js';
+import { MAX_PRESENCE_TARGETS } from '../../src/protocol/client-presence-frames.js';
+import { CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES } from '../../src/protocol/client-frame-schemas.js';
 import {
   decodeClientFrame,
   decodeServerFrame,

@@ -3,9 +3,10 @@
  * user_conversations[user, conv], always written in the same transaction so the two never disagree.
  */
 import { StoreError } from '../errors.js';
-import type { Conversation, ConversationKind, Departure, Member, Role, UserConversation } from '../types.js';
+import type { Conversation, ConversationKind, Member, Role, UserConversation } from '../types.js';
 import { hasPrefix, PREFIX_END } from './keys.js';
-import { NEW_LOG_STATE, type ConversationRow, type DepartureRow, type MemberRow, type UserConversationRow } from './records.js';
+import { clearDeparture, putDeparture } from './departures.js';
+import { NEW_LOG_STATE, type ConversationRow, type MemberRow, type UserConversationRow } from './records.js';
 import type { EngineContext } from './tables.js';
 
 export interface CreateConversationInput {
@@ -66,7 +67,7 @@ function writeMember(ctx: EngineContext, conversationId: string, kind: Conversat
   const index: UserConversationRow = { kind, role, joinedAtMs, fromSeq };
   ctx.tables.members.put([conversationId, userId], member);
   ctx.tables.userConversations.put([userId, conversationId], index);
-  ctx.tables.departures.remove([userId, conversationId]);
+  clearDeparture(ctx.tables, userId, conversationId);
 }
 
 /**
@@ -94,20 +95,8 @@ export async function removeMember(
     ctx.tables.members.remove([conversationId, userId]);
     ctx.tables.userConversations.remove([userId, conversationId]);
     const conv = departure === undefined ? undefined : ctx.tables.conversations.get(conversationId);
-    if (departure !== undefined && conv !== undefined) {
-      const row: DepartureRow = { kind: conv.kind, fromSeq: departure.fromSeq, leftSeq: departure.leftSeq };
-      ctx.tables.departures.put([userId, conversationId], row);
-    }
+    if (departure !== undefined && conv !== undefined) putDeparture(ctx, userId, conversationId, { kind: conv.kind, ...departure });
   });
-}
-
-export function listDepartures(ctx: EngineContext, userId: string): Departure[] {
-  const out: Departure[] = [];
-  for (const { key, value } of ctx.tables.departures.getRange({ start: [userId], end: [userId, PREFIX_END] })) {
-    if (!hasPrefix(key, [userId])) continue;
-    out.push({ conversationId: key[1] as string, kind: value.kind, fromSeq: value.fromSeq, leftSeq: value.leftSeq });
-  }
-  return out;
 }
 
 export function getMember(ctx: EngineContext, conversationId: string, userId: string): Member | null {

@@ -7,8 +7,8 @@
  * began before close still commits and resolves), then closes the lmdb environment.
  */
 import { StoreError } from '../errors.js';
-import { instrument, type StoreOp } from '../metrics.js';
-import type { EmbeddedStoreOptions } from '../options.js';
+import { instrument, storeRetentionMetrics, type StoreOp } from '../metrics.js';
+import { DEFAULT_DEPARTURES_RETENTION_S, type EmbeddedStoreOptions } from '../options.js';
 import type { ConversationWriter, Store } from '../store.js';
 import type {
   Conversation,
@@ -24,6 +24,7 @@ import type {
 } from '../types.js';
 import * as conv from './conversations.js';
 import * as cd from './cursors-devices.js';
+import { listDepartures, sweepExpiredDepartures } from './departures.js';
 import { notOpen, wrapLmdbError } from './lmdb-errors.js';
 import * as log from './message-log.js';
 import { migrate } from './migrations.js';
@@ -35,9 +36,14 @@ import { openWriter, type WriterHost } from './writer.js';
 type State = 'new' | 'opening' | 'open' | 'closed';
 
 export interface EmbeddedStoreDeps {
-  /** Clock for idempotency expiry; tests pass a fake one. */
+  /** Clock for idempotency and departure expiry; tests pass a fake one. */
   now?: () => number;
 }
+
+/** Expired departures removed per sweep transaction (a sweep runs transactions until none is left). */
+const DEPARTURE_SWEEP_BATCH = 1000;
+/** Longest pause between departure sweeps (shorter when the retention is shorter). */
+const DEPARTURE_SWEEP_MAX_INTERVAL_MS = 3_600_000;
 
 export class EmbeddedStore implements Store {
   readonly engine = 'embedded' as const;
@@ -49,6 +55,9 @@ export class EmbeddedStore implements Store {
   private closing: Promise<void> | null = null;
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly now: () => number;
+  private readonly departuresRetentionMs: number;
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private sweeping: Promise<number> | null = null;
   private readonly wrap = (err: unknown): StoreError => wrapLmdbError(err, this.state !== 'open');
   /** What writers call back into: the same measured, close-tracked path as the store's own methods. */
   private readonly host: WriterHost = { run: (op, fn) => this.run(op, fn) };
@@ -67,6 +76,11 @@ export class EmbeddedStore implements Store {
     if (!Number.isFinite(opts.idempotencyTtlMs) || opts.idempotencyTtlMs < 0) {
       throw new StoreError('store.invalid', `store idempotencyTtlMs must be a non-negative number, got ${String(opts.idempotencyTtlMs)}`);
     }
+    const retentionS = opts.departuresRetentionS ?? DEFAULT_DEPARTURES_RETENTION_S;
+    if (!Number.isSafeInteger(retentionS) || retentionS < 1) {
+      throw new StoreError('store.invalid', `store departuresRetentionS must be a positive integer, got ${String(retentionS)}`);
+    }
+    this.departuresRetentionMs = retentionS * 1000;
     this.now = deps.now ?? Date.now;
   }
 
@@ -84,7 +98,7 @@ export class EmbeddedStore implements Store {
     let tables: Tables | undefined;
     try {
       tables = openTables(this.opts.path);
-      await migrate(tables, { bucketSize: this.opts.bucketSize });
+      await migrate(tables, { bucketSize: this.opts.bucketSize, nowMs: this.now(), departuresRetentionMs: this.departuresRetentionMs });
     } catch (err) {
       await tables?.root.close().catch(() => undefined);
       this.opening = null;
@@ -96,9 +110,43 @@ export class EmbeddedStore implements Store {
       await tables.root.close().catch(() => undefined);
       throw notOpen();
     }
-    this.ctx = { tables, bucketSize: this.opts.bucketSize, idempotencyTtlMs: this.opts.idempotencyTtlMs, now: this.now };
+    this.ctx = {
+      tables,
+      bucketSize: this.opts.bucketSize,
+      idempotencyTtlMs: this.opts.idempotencyTtlMs,
+      departuresRetentionMs: this.departuresRetentionMs,
+      now: this.now,
+    };
     this.committer = (this.opts.groupCommit ?? 'engine') === 'engine' ? new EngineCommitter(this.ctx) : null;
     this.state = 'open';
+    // Expired departures are already invisible to listDepartures; sweeping only reclaims their space,
+    // at open and then periodically (every shard thread of a node sweeps the shared environment; the
+    // sweeps are transactions, so they never double-count).
+    const everyMs = Math.min(DEPARTURE_SWEEP_MAX_INTERVAL_MS, Math.max(1000, this.departuresRetentionMs));
+    this.sweepTimer = setInterval(() => void this.sweepDepartures().catch(() => undefined), everyMs);
+    this.sweepTimer.unref();
+    void this.sweepDepartures().catch(() => undefined);
+  }
+
+  /**
+   * Removes every expired departure now; resolves with how many rows went (also counted in
+   * ticks_store_departures_pruned_total). Runs on its own at open and periodically; exposed for
+   * tests and tools. One sweep at a time per store instance.
+   */
+  sweepDepartures(): Promise<number> {
+    this.sweeping ??= this.run('sweep_departures', async (ctx) => {
+      let total = 0;
+      for (;;) {
+        const now = this.now();
+        const { due, removed } = await ctx.tables.root.childTransaction(() => sweepExpiredDepartures(ctx.tables, now, DEPARTURE_SWEEP_BATCH));
+        total += removed;
+        if (removed > 0) storeRetentionMetrics.departuresPruned.inc(removed);
+        if (due < DEPARTURE_SWEEP_BATCH || this.state !== 'open') return total;
+      }
+    }).finally(() => {
+      this.sweeping = null;
+    });
+    return this.sweeping;
   }
 
   close(): Promise<void> {
@@ -109,6 +157,8 @@ export class EmbeddedStore implements Store {
   private async doClose(): Promise<void> {
     const opening = this.opening;
     this.state = 'closed';
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
     if (opening) await opening.catch(() => undefined);
     // Operations that started before close finish first, so their commits are never cut off.
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
@@ -197,7 +247,7 @@ export class EmbeddedStore implements Store {
   }
 
   listDepartures(userId: string): Promise<Departure[]> {
-    return this.run('list_departures', (ctx) => conv.listDepartures(ctx, v.checkId('userId', userId)));
+    return this.run('list_departures', (ctx) => listDepartures(ctx, v.checkId('userId', userId)));
   }
 
   getMember(conversationId: string, userId: string): Promise<Member | null> {

@@ -13,6 +13,8 @@
  * | messages              | [conversationId, bucket, seq]                    | MessageRow            |
  * | idempotency           | [conversationId, senderDevice, clientMsgId]      | IdempotencyRow        |
  * | idempotency_expiry    | [expiresAtMs, conversationId, senderDevice, clientMsgId] | 1             |
+ * | departures            | [userId, conversationId]                         | DepartureRow          |
+ * | departures_expiry     | [expiresAtMs, userId, conversationId]            | 1                     |
  * | delivered_cursors     | [userId, deviceId, conversationId]               | seq                   |
  * | read_cursors          | [userId, conversationId]                         | seq                   |
  * | devices               | [userId, deviceId]                               | DeviceRow             |
@@ -29,6 +31,7 @@ export const TABLES = {
   members: 'members',
   userConversations: 'user_conversations',
   departures: 'departures',
+  departuresExpiry: 'departures_expiry',
   messages: 'messages',
   idempotency: 'idempotency',
   idempotencyExpiry: 'idempotency_expiry',

@@ -7,6 +7,7 @@
  * Adding a migration: append an entry with the next version; never edit or reorder shipped ones.
  */
 import { StoreError } from '../errors.js';
+import { indexLegacyDepartures } from './departures.js';
 import { META_LAYOUT, META_SCHEMA_VERSION } from './keys.js';
 import type { LayoutRow } from './records.js';
 import type { Tables } from './tables.js';
@@ -15,7 +16,14 @@ interface Migration {
   version: number;
   description: string;
   /** Runs inside the migration transaction; must only read and write through `tables`. */
-  up(tables: Tables, opts: { bucketSize: number }): void;
+  up(tables: Tables, opts: MigrateOptions): void;
+}
+
+export interface MigrateOptions {
+  bucketSize: number;
+  /** The clock and retention.departuresS (in ms) at open; migration 2 dates legacy departures with them. */
+  nowMs: number;
+  departuresRetentionMs: number;
 }
 
 const MIGRATIONS: readonly Migration[] = [
@@ -25,6 +33,13 @@ const MIGRATIONS: readonly Migration[] = [
     up(tables, opts) {
       const layout: LayoutRow = { bucketSize: opts.bucketSize };
       tables.meta.put(META_LAYOUT, layout);
+    },
+  },
+  {
+    version: 2,
+    description: 'departures expire: departures_expiry index, legacy rows kept one retention window from now',
+    up(tables, opts) {
+      indexLegacyDepartures(tables, opts.nowMs, opts.departuresRetentionMs);
     },
   },
 ];
@@ -37,7 +52,7 @@ type Outcome =
   | { kind: 'layout'; onDisk: LayoutRow | undefined };
 
 /** Brings the environment to SCHEMA_VERSION. Returns the version found on disk before migrating. */
-export async function migrate(tables: Tables, opts: { bucketSize: number }): Promise<number> {
+export async function migrate(tables: Tables, opts: MigrateOptions): Promise<number> {
   let failed: { version: number; err: unknown } | undefined;
   // A child transaction, so a migration that throws is rolled back rather than committed in part.
   const outcome = await tables.root.childTransaction((): Outcome => {

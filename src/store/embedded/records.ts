@@ -57,6 +57,11 @@ export interface DepartureRow {
   kind: ConversationKind;
   fromSeq: number;
   leftSeq: number;
+  /**
+   * When the row stops counting and is swept (retention.departuresS after it was written; indexed in
+   * departures_expiry). Absent only in rows written before retention existed, until migration 2.
+   */
+  expiresAtMs?: number;
 }
 
 export interface MessageRow {

@@ -23,6 +23,7 @@ export interface Tables {
   readonly members: Database<MemberRow, Key>;
   readonly userConversations: Database<UserConversationRow, Key>;
   readonly departures: Database<DepartureRow, Key>;
+  readonly departuresExpiry: Database<1, Key>;
   readonly messages: Database<MessageRow, Key>;
   readonly idempotency: Database<IdempotencyRow, Key>;
   readonly idempotencyExpiry: Database<1, Key>;
@@ -36,6 +37,8 @@ export interface EngineContext {
   readonly tables: Tables;
   readonly bucketSize: number;
   readonly idempotencyTtlMs: number;
+  /** How long a departure is kept (its row's expiresAtMs is written from it). */
+  readonly departuresRetentionMs: number;
   readonly now: () => number;
 }
 
@@ -64,6 +67,7 @@ export function openTables(path: string): Tables {
       members: table<MemberRow>(TABLES.members),
       userConversations: table<UserConversationRow>(TABLES.userConversations),
       departures: table<DepartureRow>(TABLES.departures),
+      departuresExpiry: table<1>(TABLES.departuresExpiry),
       messages: table<MessageRow>(TABLES.messages),
       idempotency: table<IdempotencyRow>(TABLES.idempotency),
       idempotencyExpiry: table<1>(TABLES.idempotencyExpiry),

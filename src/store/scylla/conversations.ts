@@ -9,8 +9,9 @@ import {
   type Role,
   type UserConversation,
 } from '../types.js';
+import { DEFAULT_DEPARTURES_RETENTION_S } from '../options.js';
 import { mapLimit, type Row, type Session, type Stmt } from './session.js';
-import { invalid, ms, numOr, requireId, requireLimit, requireMs, requireSeq, str } from './values.js';
+import { invalid, ms, num, numOr, requireId, requireLimit, requireMs, requireSeq, str } from './values.js';
 
 const MEMBER_BATCH = 100;
 const FANOUT = 16;
@@ -27,7 +28,15 @@ export interface CreateConversationInput {
 
 /** Conversations, membership and the per-user conversation list. */
 export class Conversations {
-  constructor(private readonly s: Session) {}
+  /** TTL of a departure row (retention.departuresS). */
+  private readonly departureTtlS: number;
+
+  constructor(private readonly s: Session) {
+    this.departureTtlS = s.opts.departuresRetentionS ?? DEFAULT_DEPARTURES_RETENTION_S;
+    if (!Number.isSafeInteger(this.departureTtlS) || this.departureTtlS < 1) {
+      throw invalid(`departuresRetentionS must be a positive integer, got ${String(this.departureTtlS)}`);
+    }
+  }
 
   /**
    * `INSERT .. IF NOT EXISTS` decides who created it. Members are written after, and the row is then
@@ -92,20 +101,43 @@ export class Conversations {
       requireSeq('fromSeq', departure.fromSeq);
       requireSeq('leftSeq', departure.leftSeq);
       const c = await this.get(conv);
-      if (c) stmts.push({ query: this.s.cql.insertDeparture, params: [userId, conv, c.kind, departure.fromSeq, departure.leftSeq] });
+      if (c) stmts.push({ query: this.s.cql.insertDeparture, params: [userId, conv, c.kind, departure.fromSeq, departure.leftSeq, this.departureTtlS] });
     }
     await this.s.batch(stmts, true);
   }
 
+  /**
+   * Rows expire by their TTL. A row written before departures had one (no TTL) gets it here, counted
+   * from the row's own write time: rewritten with the rest of the retention, or deleted (and left out)
+   * when the retention has passed. Both use the row's write timestamp, so a concurrent re-add or a
+   * newer departure always wins over them. They are housekeeping: a failed one does not fail the
+   * read (the next read tries again).
+   */
   async listDepartures(userId: string): Promise<Departure[]> {
     requireId('userId', userId);
     const rows = await this.s.read(this.s.cql.listDepartures, [userId]);
-    return rows.map((row) => ({
-      conversationId: str(row.get('conv')),
-      kind: str(row.get('kind')) as ConversationKind,
-      fromSeq: numOr(row.get('from_seq'), 0),
-      leftSeq: numOr(row.get('left_seq'), 0),
-    }));
+    const out: Departure[] = [];
+    const legacy: Promise<unknown>[] = [];
+    for (const row of rows) {
+      const d: Departure = {
+        conversationId: str(row.get('conv')),
+        kind: str(row.get('kind')) as ConversationKind,
+        fromSeq: numOr(row.get('from_seq'), 0),
+        leftSeq: numOr(row.get('left_seq'), 0),
+      };
+      const writtenAtUs = num(row.get('left_at'));
+      if (num(row.get('left_ttl')) === null && writtenAtUs !== null) {
+        const leftS = this.departureTtlS - Math.floor((Date.now() - writtenAtUs / 1000) / 1000);
+        if (leftS < 1) {
+          legacy.push(this.s.write(this.s.cql.deleteLegacyDeparture, [writtenAtUs, userId, d.conversationId]));
+          continue;
+        }
+        legacy.push(this.s.write(this.s.cql.expireLegacyDeparture, [userId, d.conversationId, d.kind, d.fromSeq, d.leftSeq, leftS, writtenAtUs]));
+      }
+      out.push(d);
+    }
+    await Promise.all(legacy.map((p) => p.catch(() => undefined)));
+    return out;
   }
 
   async getMember(conv: string, userId: string): Promise<Member | null> {

@@ -85,7 +85,8 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 3,
     description: 'join floors (members/user_conversations.from_seq) and the departures table',
     // from_seq is null for every earlier row, which reads back as 0 (no floor: the whole log).
-    // departures is written and deleted with normal timestamps only (never a custom one).
+    // departures is written and deleted with normal timestamps only: a row rewritten with a TTL keeps
+    // the (wall-clock) timestamp it was written with, never a custom one.
     steps: [
       { kind: 'add_column', table: 'members', column: 'from_seq', type: 'bigint' },
       { kind: 'add_column', table: 'user_conversations', column: 'from_seq', type: 'bigint' },
@@ -140,9 +141,19 @@ export function statements(ks: string) {
       VALUES (?, ?, ?, ?, ?, ?)`,
     deleteUserConversation: `DELETE FROM ${ks}.user_conversations WHERE user_id = ? AND conv = ?`,
     listUserConversations: `SELECT conv, kind, role, joined_at, from_seq FROM ${ks}.user_conversations WHERE user_id = ?`,
-    insertDeparture: `INSERT INTO ${ks}.departures (user_id, conv, kind, from_seq, left_seq) VALUES (?, ?, ?, ?, ?)`,
+    /** Kept retention.departuresS (the TTL), then gone on every replica alike. */
+    insertDeparture: `INSERT INTO ${ks}.departures (user_id, conv, kind, from_seq, left_seq) VALUES (?, ?, ?, ?, ?) USING TTL ?`,
     deleteDeparture: `DELETE FROM ${ks}.departures WHERE user_id = ? AND conv = ?`,
-    listDepartures: `SELECT conv, kind, from_seq, left_seq FROM ${ks}.departures WHERE user_id = ?`,
+    /** left_ttl is null for rows written before departures had a TTL (see Conversations.listDepartures). */
+    listDepartures: `SELECT conv, kind, from_seq, left_seq, TTL(left_seq) AS left_ttl, WRITETIME(left_seq) AS left_at
+      FROM ${ks}.departures WHERE user_id = ?`,
+    /**
+     * A row written without TTL, rewritten with one at its own write time: a later write or delete of
+     * the row (a newer timestamp) still wins, and at an equal timestamp the expiring cell wins.
+     */
+    expireLegacyDeparture: `INSERT INTO ${ks}.departures (user_id, conv, kind, from_seq, left_seq) VALUES (?, ?, ?, ?, ?)
+      USING TTL ? AND TIMESTAMP ?`,
+    deleteLegacyDeparture: `DELETE FROM ${ks}.departures USING TIMESTAMP ? WHERE user_id = ? AND conv = ?`,
 
     // message log
     /** Raise a bucket's static epoch; `IF epoch < ?` is false on null, hence the second form. */
