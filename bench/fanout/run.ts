@@ -29,8 +29,8 @@
  * The run line shows the frames per socket read (the server's per-socket batching). A channel's
  * publish window (groups.channelPublishWindowMs) is set with --node-env
  * TICKS_GROUPS_CHANNEL_PUBLISH_WINDOW_MS=<ms>; a group's fan-out window (groups.fanoutWindowMs, default
- * 20 ms: at most one fan-out per group per window, so a busy group's members get several messages per
- * socket write) with TICKS_GROUPS_FANOUT_WINDOW_MS=<ms> (0 turns it off). bench/fanout/recv-cost.ts measures the receivers'
+ * 0 = off: at most one fan-out per group per window, so a busy group's members get several messages per
+ * socket write) with TICKS_GROUPS_FANOUT_WINDOW_MS=<ms>. bench/fanout/recv-cost.ts measures the receivers'
  * client alone (ws against raw, against a bare uWS server). They count
  * every delivery of every message per receiver and dack cumulatively every --dack-ms (the SDK
  * batches dacks every 100 ms). Open loop: message k is scheduled at t0 + k / rate and goes to
