@@ -75,10 +75,9 @@ import type { ActorLog } from './log.js';
 import { ConversationReceipts } from './conversation-receipts.js';
 import { dacksOf } from './dack-batcher.js';
 import { repairRows, withoutMarker, writeBatchRows, writeRow } from './conversation-rows.js';
-import type { ConvCommitFailed, ConvDelivered, ConvMembersMsg, ConvMsg, ConvOpMsg, ConvReceiptsMsg, ConvSend, DeliveredEntry } from './messages.js';
+import type { ConvCommitFailed, ConvDelivered, ConvMembersMsg, ConvMsg, ConvOpMsg, ConvReceiptsMsg, ConvSend, DeliveredEntry, DeviceDack } from './messages.js';
 import { convMetrics } from './metrics.js';
 import type { Router } from './router.js';
-import type { SessionRef } from './session.js';
 import { sendMediaRefs, type SendMediaRefs } from '../media/send-refs.js';
 
 /** Refuses every send with media ids (no media index). */
@@ -546,7 +545,7 @@ export class ConversationActor implements Actor<ConvMsg> {
     this.receipts.settleDelivered(this.state?.members ?? null);
   }
 
-  private deliveredOne(m: { session: SessionRef; seq: number }): void {
+  private deliveredOne(m: DeviceDack): void {
     const state = this.state;
     if (state === null || state.conv.kind === 'direct' || state.members.has(m.session.user)) {
       return this.receipts.deliveredFrom(state?.conv.kind ?? null, state?.members ?? null, this.head, this.inflight?.length ?? 0, m);
@@ -743,7 +742,7 @@ export class ConversationActor implements Actor<ConvMsg> {
     applySys(state.members, e, entry.ts, entry.seq);
     if (e.op === 'meta' || e.op === 'create') state.conv = { ...state.conv, meta: metaAfter(withoutMarker(state.conv.meta), e) };
     const kind = state.conv.kind;
-    const deliver = (user: string): void => this.deps.router.tell('user', user, { t: 'deliver', conv: this.ctx.key, kind, msgs: [entry] });
+    const deliver = (users: Iterable<string>): void => this.deps.router.tellUsers(users, { t: 'deliver', conv: this.ctx.key, kind, msgs: [entry] });
     if (kind === 'channel' && this.deps.channels !== undefined) {
       const channels = this.deps.channels;
       // Subscribers read it from the topic; the users it names (and its author) get it directly,
@@ -751,10 +750,10 @@ export class ConversationActor implements Actor<ConvMsg> {
       // (e.by too: the creator of a channel follows it from its create.)
       for (const u of new Set([e.by, ...(e.users ?? [])])) if (state.members.has(u) && !before.has(u)) channels.membership(this.ctx.key, u, true);
       channels.publish(this.ctx.key, [entry]);
-      for (const u of new Set([e.by, ...(e.users ?? [])])) deliver(u);
+      deliver(new Set([e.by, ...(e.users ?? [])]));
       for (const u of e.users ?? []) if (before.has(u) && !state.members.has(u)) channels.membership(this.ctx.key, u, false);
     } else {
-      for (const u of new Set([...before, ...state.members.keys()])) deliver(u);
+      deliver(new Set([...before, ...state.members.keys()]));
     }
     if (kind === 'group') {
       this.receipts.authored(e.by, entry.seq);

@@ -10,18 +10,13 @@
  * dack is never dropped, only merged with a later one of the same device; the conversation actor
  * handles each entry as it handled a single dack (checks, cursor write, receipts, error frames).
  */
-import type { ConvDelivered } from './messages.js';
-import { actorMetrics } from './metrics.js';
+import type { ConvDelivered, DeviceDack } from './messages.js';
+import { dackTally } from './metrics.js';
 import type { SessionRef } from './session.js';
-
-interface Dack {
-  session: SessionRef;
-  seq: number;
-}
 
 export class DackBatcher {
   /** conversation -> device key -> latest dack. */
-  private byConv = new Map<string, Map<string, Dack>>();
+  private byConv = new Map<string, Map<string, DeviceDack>>();
   private scheduled = false;
 
   /**
@@ -38,7 +33,7 @@ export class DackBatcher {
     if (devices === undefined) this.byConv.set(conv, (devices = new Map()));
     const key = `${session.user}\u0000${session.device}`;
     const known = devices.get(key);
-    actorMetrics.dacksForwarded.inc();
+    dackTally.forwarded++;
     if (known === undefined) devices.set(key, { session, seq });
     else {
       // The latest session answers errors; the cursor only moves forward anyway.
@@ -58,21 +53,21 @@ export class DackBatcher {
     if (byConv.size === 0) return;
     this.byConv = new Map();
     for (const [conv, devices] of byConv) {
-      let first: Dack | null = null;
-      const more: Dack[] = [];
+      let first: DeviceDack | null = null;
+      const more: DeviceDack[] = [];
       for (const d of devices.values()) {
         if (first === null) first = d;
         else more.push(d);
       }
       const msg: ConvDelivered = { t: 'delivered', session: first!.session, seq: first!.seq };
       if (more.length > 0) msg.more = more;
-      actorMetrics.dackBatches.inc();
+      dackTally.batches++;
       this.tell(conv, msg);
     }
   }
 }
 
 /** Every dack of a (possibly coalesced) `delivered` message. */
-export function dacksOf(m: ConvDelivered): Dack[] {
+export function dacksOf(m: ConvDelivered): DeviceDack[] {
   return m.more === undefined ? [m] : [m, ...m.more];
 }

@@ -36,7 +36,13 @@ export interface ConvDelivered {
   session: SessionRef;
   seq: number;
   /** Dacks of other devices for the same conversation, coalesced with this one (src/actors/dack-batcher.ts). */
-  more?: { session: SessionRef; seq: number }[];
+  more?: DeviceDack[];
+}
+
+/** One device's cumulative dack of a conversation. */
+export interface DeviceDack {
+  session: SessionRef;
+  seq: number;
 }
 
 /** A device read the conversation up to `seq`; the conversation actor checks, stores and fans out. */

@@ -28,6 +28,8 @@ export function mailboxTally(kind: string): MailboxTally {
 }
 /** Deliveries pushed and not yet acknowledged on this thread (src/actors/pending.ts). */
 export const pendingTally = { deliveries: 0 };
+/** Dacks forwarded to conversation actors and the coalesced messages carrying them (src/actors/dack-batcher.ts). */
+export const dackTally = { forwarded: 0, batches: 0 };
 
 const fastBuckets = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
@@ -94,11 +96,19 @@ export const actorMetrics = {
     name: 'ticks_actor_dacks_forwarded_total',
     help: 'Dacks user actors forwarded to conversation actors (before coalescing, src/actors/dack-batcher.ts).',
     registers,
+    collect() {
+      if (dackTally.forwarded > 0) this.inc(dackTally.forwarded);
+      dackTally.forwarded = 0;
+    },
   }),
   dackBatches: new Counter({
     name: 'ticks_actor_dack_batches_total',
     help: 'Coalesced delivered messages sent to conversation actors (one per conversation per event-loop turn with dacks).',
     registers,
+    collect() {
+      if (dackTally.batches > 0) this.inc(dackTally.batches);
+      dackTally.batches = 0;
+    },
   }),
   linkFrames: new Counter({
     name: 'ticks_actor_link_frames_total',
